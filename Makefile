@@ -1,0 +1,79 @@
+# cargo: `docker migrate` CLI plugin and the `cargo` managed volume plugin.
+# `make help` lists the targets.
+
+PLUGIN_NAME ?= cargo
+PLUGIN_TAG  ?= latest
+REGISTRY    ?=
+BUILD       ?= build
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo v0.0.0-dev)
+REVISION    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# Test packages that need real engines run as root and start their own.
+TEST_TIMEOUT ?= 40m
+
+PKG      := github.com/cargo-migrate/cargo
+LDFLAGS  := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Revision=$(REVISION)
+GOFLAGS_BUILD := -trimpath -tags nosystemd -ldflags "$(LDFLAGS)"
+PLUGIN_REF := $(if $(REGISTRY),$(REGISTRY)/)$(PLUGIN_NAME):$(PLUGIN_TAG)
+GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
+
+export CGO_ENABLED := 0
+
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e demo vet fmt clean
+
+all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+cli: $(BUILD)/docker-migrate ## Build the static CLI plugin build/docker-migrate
+
+$(BUILD)/docker-migrate: $(GO_SOURCES)
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cli-plugin
+
+plugin-binary: $(BUILD)/cargo-volume-plugin
+
+$(BUILD)/cargo-volume-plugin: $(GO_SOURCES)
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./volume-plugin
+
+plugin: $(BUILD)/cargo-volume-plugin config.json ## Build build/plugin (config.json + FROM-scratch rootfs); needs no engine
+	rm -rf $(BUILD)/plugin
+	mkdir -p $(BUILD)/plugin/rootfs/mnt/volumes $(BUILD)/plugin/rootfs/mnt/state \
+		$(BUILD)/plugin/rootfs/run/docker/plugins $(BUILD)/plugin/rootfs/tmp \
+		$(BUILD)/plugin/rootfs/dev $(BUILD)/plugin/rootfs/proc $(BUILD)/plugin/rootfs/sys
+	cp $(BUILD)/cargo-volume-plugin $(BUILD)/plugin/rootfs/cargo-volume-plugin
+	cp config.json $(BUILD)/plugin/config.json
+
+plugin-create: plugin ## Create and enable the managed plugin on the current engine (PLUGIN_NAME, PLUGIN_TAG)
+	-docker plugin disable -f $(PLUGIN_REF) >/dev/null 2>&1
+	-docker plugin rm -f $(PLUGIN_REF) >/dev/null 2>&1
+	docker plugin create $(PLUGIN_REF) $(BUILD)/plugin
+	docker plugin enable $(PLUGIN_REF)
+
+install: cli plugin-create ## Install the CLI plugin into ~/.docker/cli-plugins and the managed plugin on the current engine
+	mkdir -p $(HOME)/.docker/cli-plugins
+	install -m 0755 $(BUILD)/docker-migrate $(HOME)/.docker/cli-plugins/docker-migrate
+
+push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:port)
+	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port" >&2; exit 2; }
+	-docker plugin rm -f $(PLUGIN_REF) >/dev/null 2>&1
+	docker plugin create $(PLUGIN_REF) $(BUILD)/plugin
+	docker plugin push $(PLUGIN_REF)
+
+test: test-unit test-e2e ## Run all tests: unit tests, then tests on real engines (root)
+
+test-unit: ## Unit tests of pure logic
+	$(GO) test -count=1 ./internal/... ./cli-plugin/... ./volume-plugin/...
+
+test-e2e: cli plugin ## Tests on real dockerd engines in network namespaces (root)
+	CARGO_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/...
+
+demo: cli plugin ## Start two local engines, install cargo on both, run a container on a cargo volume
+	tests/demo.sh
+
+vet: ## go vet and gofmt check
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+clean: ## Remove build output
+	rm -rf $(BUILD)

@@ -1,0 +1,53 @@
+package driver
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// createOptions are the -o options `docker volume create -d cargo` accepts.
+type createOptions struct {
+	UID  int
+	GID  int
+	Mode uint32
+}
+
+var optionHelp = map[string]string{
+	"uid":  "owner of the volume's top directory (number)",
+	"gid":  "group of the volume's top directory (number)",
+	"mode": "permissions of the volume's top directory (octal, e.g. 0770)",
+}
+
+func validOptions() string {
+	return strings.Join(slices.Sorted(maps.Keys(optionHelp)), ", ")
+}
+
+func parseCreateOptions(opts map[string]string) (createOptions, error) {
+	o := createOptions{UID: 0, GID: 0, Mode: 0o755}
+	for k, v := range opts {
+		switch k {
+		case "uid", "gid":
+			n, err := strconv.ParseUint(v, 10, 31)
+			if err != nil {
+				return o, fmt.Errorf("option %s=%q: want a numeric id such as 1000", k, v)
+			}
+			if k == "uid" {
+				o.UID = int(n)
+			} else {
+				o.GID = int(n)
+			}
+		case "mode":
+			n, err := strconv.ParseUint(v, 8, 32)
+			if err != nil || n > 0o7777 {
+				return o, fmt.Errorf("option mode=%q: want octal permissions such as 0755", v)
+			}
+			o.Mode = uint32(n)
+		default:
+			return o, fmt.Errorf("unknown option %q (valid options: %s)", k, validOptions())
+		}
+	}
+	return o, nil
+}

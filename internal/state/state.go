@@ -1,0 +1,176 @@
+// Package state keeps the cargo plugin's record of its volumes on disk.
+//
+// Each volume lives in its own directory under the state root:
+//
+//	<root>/volumes/<name>/meta.json   the record below, replaced atomically
+//	<root>/volumes/<name>/data/       the volume's files
+//
+// meta.json is the commit point: a volume exists exactly when its meta.json
+// does. Create writes data/ first and meta.json last; Remove deletes
+// meta.json first. A directory without meta.json is the remains of an
+// interrupted create or remove and is swept at start-up.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/cargo-migrate/cargo/internal/names"
+)
+
+// Kind says how a volume's data is held.
+type Kind string
+
+// KindLocal is a plain directory on this host.
+const KindLocal Kind = "local"
+
+// Volume is the persisted record of one volume.
+type Volume struct {
+	Name      string            `json:"name"`
+	Kind      Kind              `json:"kind"`
+	CreatedAt time.Time         `json:"created_at"`
+	Options   map[string]string `json:"options,omitempty"`
+	// Mounts holds the engine's mount IDs that currently hold the volume
+	// mounted. The volume is mounted exactly when this is non-empty.
+	Mounts []string `json:"mounts,omitempty"`
+}
+
+// AddMount records id and reports whether it was new.
+func (v *Volume) AddMount(id string) bool {
+	if slices.Contains(v.Mounts, id) {
+		return false
+	}
+	v.Mounts = append(v.Mounts, id)
+	sort.Strings(v.Mounts)
+	return true
+}
+
+// RemoveMount forgets id and reports whether it was held.
+func (v *Volume) RemoveMount(id string) bool {
+	i := slices.Index(v.Mounts, id)
+	if i < 0 {
+		return false
+	}
+	v.Mounts = slices.Delete(v.Mounts, i, i+1)
+	return true
+}
+
+// Clone returns a deep copy, so callers can change a copy and persist it
+// before making it the in-memory truth.
+func (v *Volume) Clone() *Volume {
+	c := *v
+	c.Options = maps.Clone(v.Options)
+	c.Mounts = slices.Clone(v.Mounts)
+	return &c
+}
+
+// Store reads and writes volume records under a root directory.
+type Store struct {
+	root string
+}
+
+// Open prepares the state root, creating it when missing.
+func Open(root string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Join(root, "volumes"), 0o700); err != nil {
+		return nil, fmt.Errorf("preparing state directory %s: %w", root, err)
+	}
+	return &Store{root: root}, nil
+}
+
+// Dir is the directory holding everything of the named volume.
+func (s *Store) Dir(name string) string { return filepath.Join(s.root, "volumes", name) }
+
+// DataDir is the directory holding the named volume's files.
+func (s *Store) DataDir(name string) string { return filepath.Join(s.Dir(name), "data") }
+
+func (s *Store) metaPath(name string) string { return filepath.Join(s.Dir(name), "meta.json") }
+
+// Save writes v's record atomically: a crash leaves the old or the new
+// record, never a torn one.
+func (s *Store) Save(v *Volume) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding volume %q: %w", v.Name, err)
+	}
+	if err := writeFileAtomic(s.metaPath(v.Name), b, 0o600); err != nil {
+		return fmt.Errorf("saving volume %q: %w", v.Name, err)
+	}
+	return nil
+}
+
+// Delete removes the record first (the commit point), then the data.
+func (s *Store) Delete(name string) error {
+	if err := os.Remove(s.metaPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing volume %q: %w", name, err)
+	}
+	if err := syncDir(s.Dir(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("removing volume %q: %w", name, err)
+	}
+	if err := os.RemoveAll(s.Dir(name)); err != nil {
+		return fmt.Errorf("removing data of volume %q: %w", name, err)
+	}
+	return nil
+}
+
+// LoadResult is what Load found on disk.
+type LoadResult struct {
+	Volumes map[string]*Volume
+	// Swept lists directories without a record that were removed.
+	Swept []string
+	// Repaired lists volumes whose record was unreadable and was rebuilt
+	// from the directory, so their data stays reachable.
+	Repaired []string
+}
+
+// Load reads every volume record, sweeps leftovers of interrupted creates
+// and removes, and rebuilds unreadable records rather than losing data.
+func (s *Store) Load() (*LoadResult, error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, "volumes"))
+	if err != nil {
+		return nil, fmt.Errorf("reading state directory: %w", err)
+	}
+	res := &LoadResult{Volumes: map[string]*Volume{}}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || names.ValidateVolume(name) != nil {
+			continue // not ours: never touch what we did not create
+		}
+		b, err := os.ReadFile(s.metaPath(name))
+		if errors.Is(err, fs.ErrNotExist) {
+			if err := os.RemoveAll(s.Dir(name)); err != nil {
+				return nil, fmt.Errorf("sweeping %s: %w", s.Dir(name), err)
+			}
+			res.Swept = append(res.Swept, name)
+			continue
+		}
+		v := &Volume{}
+		if err == nil {
+			err = json.Unmarshal(b, v)
+		}
+		if err != nil || v.Name != name {
+			v = s.rebuild(name)
+			if err := s.Save(v); err != nil {
+				return nil, err
+			}
+			res.Repaired = append(res.Repaired, name)
+		}
+		res.Volumes[name] = v
+	}
+	return res, nil
+}
+
+func (s *Store) rebuild(name string) *Volume {
+	created := time.Now().UTC()
+	if fi, err := os.Stat(s.DataDir(name)); err == nil {
+		created = fi.ModTime().UTC()
+	}
+	return &Volume{Name: name, Kind: KindLocal, CreatedAt: created}
+}

@@ -1,0 +1,95 @@
+// Command cargo-volume-plugin is the `cargo` managed volume plugin. It runs
+// inside the plugin container the engine starts (see config.json) and
+// serves the volume plugin protocol on a unix socket.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/docker/go-plugins-helpers/volume"
+
+	"github.com/cargo-migrate/cargo/internal/driver"
+	"github.com/cargo-migrate/cargo/internal/pluginenv"
+	"github.com/cargo-migrate/cargo/internal/state"
+	"github.com/cargo-migrate/cargo/internal/version"
+)
+
+func main() {
+	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
+		fmt.Printf("cargo volume plugin %s (%s)\n", version.Version, version.Revision)
+		return
+	}
+	if err := run(); err != nil {
+		slog.Error("cargo plugin stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := pluginenv.FromEnv(os.Getenv)
+	if err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if cfg.Debug {
+		level = slog.LevelDebug
+	}
+	// The engine copies the plugin's stdout/stderr into its own log.
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	log.Info("starting cargo volume plugin", "version", version.Version,
+		"listen", cfg.ListenAddr, "advertise", cfg.AdvertiseAddr, "advertise_from", cfg.AdvertiseSource)
+
+	store, err := state.Open(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	d, err := driver.New(store, cfg.MountDir, driver.HostMounter{}, log)
+	if err != nil {
+		return err
+	}
+	l, err := listenUnix(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	h := volume.NewHandler(d)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- h.Serve(l) }()
+	log.Info("serving the volume plugin API", "socket", cfg.Socket)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// Volumes stay mounted across a plugin stop: every change was on disk
+	// before it was acknowledged, and the next start reconciles.
+	l.Close()
+	log.Info("stopped")
+	return nil
+}
+
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("creating socket directory: %w", err)
+	}
+	// A socket left by a killed predecessor would make Listen fail.
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("removing stale socket: %w", err)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	return l, nil
+}
