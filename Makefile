@@ -54,10 +54,16 @@ install: cli plugin-create ## Install the CLI plugin into ~/.docker/cli-plugins 
 	mkdir -p $(HOME)/.docker/cli-plugins
 	install -m 0755 $(BUILD)/docker-migrate $(HOME)/.docker/cli-plugins/docker-migrate
 
+# The pushed rootfs names its own reference. Besides being useful to read, it
+# makes its content differ from a locally created cargo:latest: engines
+# refuse `plugin create` of a rootfs identical to an installed plugin's.
 push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:port)
 	@test -n "$(REGISTRY)" || { echo "usage: make push REGISTRY=host:port" >&2; exit 2; }
+	rm -rf $(BUILD)/plugin-push && cp -a $(BUILD)/plugin $(BUILD)/plugin-push
+	mkdir -p $(BUILD)/plugin-push/rootfs/etc/cargo
+	echo "$(PLUGIN_REF)" > $(BUILD)/plugin-push/rootfs/etc/cargo/plugin-ref
 	-docker plugin rm -f $(PLUGIN_REF) >/dev/null 2>&1
-	docker plugin create $(PLUGIN_REF) $(BUILD)/plugin
+	docker plugin create $(PLUGIN_REF) $(BUILD)/plugin-push
 	docker plugin push $(PLUGIN_REF)
 
 test: test-unit test-e2e ## Run all tests: unit tests, then tests on real engines (root)

@@ -42,8 +42,9 @@ func run() error {
 	if cfg.Debug {
 		level = slog.LevelDebug
 	}
-	// The engine copies the plugin's stdout/stderr into its own log.
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// The engine copies the plugin's stdout into its log at level info
+	// (stderr at level error).
+	log := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
 	log.Info("starting cargo volume plugin", "version", version.Version,
 		"listen", cfg.ListenAddr, "advertise", cfg.AdvertiseAddr, "advertise_from", cfg.AdvertiseSource)

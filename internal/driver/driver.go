@@ -64,20 +64,27 @@ func New(store *state.Store, mountDir string, mnt Mounter, log *slog.Logger) (*D
 // reconcile runs once at start-up, before the socket is served.
 func (d *Driver) reconcile() error {
 	for name, v := range d.vols {
-		mp := d.mountpoint(name)
-		mounted, err := d.mnt.Mounted(mp)
+		n, err := d.mnt.Mounts(d.mountpoint(name))
 		if err != nil {
 			return fmt.Errorf("checking mount of volume %q: %w", name, err)
 		}
 		switch want := len(v.Mounts) > 0; {
-		case want && !mounted:
+		case want && n == 0:
 			// The engine unmounts all plugin mounts when it shuts down; the
 			// containers holding these references come back on its restart.
 			if err := d.attach(name); err != nil {
 				return err
 			}
 			d.log.Info("re-established mount", "volume", name, "mounts", len(v.Mounts))
-		case !want && mounted:
+		case want && n > 1:
+			// Copies stacked by a plugin restart: keep one. Containers hold
+			// their own bind of the mount they started with.
+			for ; n > 1; n-- {
+				if err := d.mnt.Unmount(d.mountpoint(name)); err != nil {
+					return fmt.Errorf("volume %q: %w", name, err)
+				}
+			}
+		case !want && n > 0:
 			if err := d.detach(name); err != nil {
 				return err
 			}
@@ -112,14 +119,14 @@ func (d *Driver) attach(name string) error {
 	return d.mnt.Bind(d.store.DataDir(name), mp)
 }
 
-// detach unmounts the mountpoint when mounted and removes it.
+// detach unmounts every mount stacked at the mountpoint and removes it.
 func (d *Driver) detach(name string) error {
 	mp := d.mountpoint(name)
-	mounted, err := d.mnt.Mounted(mp)
+	n, err := d.mnt.Mounts(mp)
 	if err != nil {
 		return fmt.Errorf("checking mount of volume %q: %w", name, err)
 	}
-	if mounted {
+	for ; n > 0; n-- {
 		if err := d.mnt.Unmount(mp); err != nil {
 			return fmt.Errorf("volume %q: %w", name, err)
 		}
@@ -239,10 +246,11 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 		return nil, errNoSuchVolume(req.Name)
 	}
 	mp := d.mountpoint(req.Name)
-	mounted, err := d.mnt.Mounted(mp)
+	n, err := d.mnt.Mounts(mp)
 	if err != nil {
 		return nil, fmt.Errorf("checking mount of volume %q: %w", req.Name, err)
 	}
+	mounted := n > 0
 	if !mounted {
 		if err := d.attach(req.Name); err != nil {
 			return nil, err

@@ -2,7 +2,6 @@ package driver
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/moby/sys/mount"
 	"github.com/moby/sys/mountinfo"
@@ -15,8 +14,10 @@ type Mounter interface {
 	Bind(source, target string) error
 	// Unmount detaches target; a target that is not mounted is no error.
 	Unmount(target string) error
-	// Mounted reports whether target is a mount point.
-	Mounted(target string) (bool, error)
+	// Mounts counts the mounts stacked at target (0: not a mount point).
+	// Restarting the plugin stacks copies: the engine rbinds the propagated
+	// mount, shared, so its submounts propagate back onto themselves.
+	Mounts(target string) (int, error)
 }
 
 // HostMounter acts on the real mount table.
@@ -40,11 +41,13 @@ func (HostMounter) Unmount(target string) error {
 	return nil
 }
 
-// Mounted reports whether target is a mount point.
-func (HostMounter) Mounted(target string) (bool, error) {
-	ok, err := mountinfo.Mounted(target)
-	if err != nil && os.IsNotExist(err) {
-		return false, nil
+// Mounts counts the mounts stacked at target.
+func (HostMounter) Mounts(target string) (int, error) {
+	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.Mountpoint != target, false
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading mount table: %w", err)
 	}
-	return ok, err
+	return len(ms), nil
 }
