@@ -6,6 +6,7 @@
 #   tests/hosts.sh up   [-n N] [-p PREFIX] [--registry]   start (after cleaning leftovers)
 #   tests/hosts.sh down [-p PREFIX]                       stop everything, remove all state
 #   tests/hosts.sh exec [-p PREFIX] HOST CMD...           run CMD inside host HOST (h1, h2, ...)
+#   tests/hosts.sh restart [-p PREFIX] HOST               stop HOST's engine cleanly and start it again
 #   tests/hosts.sh env  [-p PREFIX]                       print the environment file
 #
 # Layout, with BASE=/var/tmp/PREFIX:
@@ -318,8 +319,20 @@ down() {
 	log "all clean"
 }
 
+restart_engine() {
+	local h=$1 i=${1#h} pid
+	[ -f "$BASE/$h/dockerd.pid" ] || die "no such host: $h"
+	pid=$(cat "$BASE/$h/dockerd.pid")
+	kill -TERM "$pid" 2>/dev/null || true
+	wait_for "engine $h to stop" 60 bash -c "! kill -0 $pid" || die "engine $h did not stop"
+	start_engine "$i"
+	wait_for "engine $h" 90 dk "$i" version || die "engine $h did not come back (log: $BASE/$h/dockerd.log)"
+	log "$h restarted"
+}
+
 case $cmd in
 up) up ;;
+restart) restart_engine "${1:?usage: $0 restart [-p PREFIX] HOST}" ;;
 down) down ;;
 env) cat "$BASE/env" ;;
 exec)

@@ -70,20 +70,14 @@ func (d *Driver) reconcile() error {
 		}
 		switch want := len(v.Mounts) > 0; {
 		case want && n == 0:
-			// The engine unmounts all plugin mounts when it shuts down; the
-			// containers holding these references come back on its restart.
+			// The engine unmounts everything under the plugin's directory
+			// when it disables the plugin or shuts down; the containers
+			// holding these references keep their own bind, or come back
+			// with the engine.
 			if err := d.attach(name); err != nil {
 				return err
 			}
 			d.log.Info("re-established mount", "volume", name, "mounts", len(v.Mounts))
-		case want && n > 1:
-			// Copies stacked by a plugin restart: keep one. Containers hold
-			// their own bind of the mount they started with.
-			for ; n > 1; n-- {
-				if err := d.mnt.Unmount(d.mountpoint(name)); err != nil {
-					return fmt.Errorf("volume %q: %w", name, err)
-				}
-			}
 		case !want && n > 0:
 			if err := d.detach(name); err != nil {
 				return err

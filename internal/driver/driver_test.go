@@ -252,9 +252,9 @@ func TestReconcileAtStart(t *testing.T) {
 		want       int
 	}{
 		{"engine restart unmounted a held volume", true, 0, 1},
-		{"plugin restart stacked copies", true, 3, 1},
 		{"held and mounted once", true, 1, 1},
-		{"mounted but nobody holds it", false, 2, 0},
+		{"mounted but nobody holds it", false, 1, 0},
+		{"stacked and nobody holds it", false, 3, 0},
 		{"idle", false, 0, 0},
 	}
 	for _, tt := range tests {

@@ -14,9 +14,9 @@ type Mounter interface {
 	Bind(source, target string) error
 	// Unmount detaches target; a target that is not mounted is no error.
 	Unmount(target string) error
-	// Mounts counts the mounts stacked at target (0: not a mount point).
-	// Restarting the plugin stacks copies: the engine rbinds the propagated
-	// mount, shared, so its submounts propagate back onto themselves.
+	// Mounts counts the mounts at target (0: not a mount point). One is
+	// expected; detach removes however many there are, so a volume is
+	// never left half-mounted.
 	Mounts(target string) (int, error)
 }
 

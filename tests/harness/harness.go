@@ -1,0 +1,271 @@
+// Package harness runs tests against real Docker engines: it brings up
+// several engines on this machine, each a "host" in its own network and
+// mount namespace (tests/hosts.sh does the system work), and gives tests a
+// handle on each.
+//
+// A test package starts its hosts once in TestMain and shares them:
+//
+//	var env *harness.Env
+//	func TestMain(m *testing.M) { harness.Main(m, harness.Options{Prefix: "cgvol", Hosts: 2}, &env) }
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Options says what a test package needs.
+type Options struct {
+	// Prefix names the package's hosts, namespaces and state directory
+	// (/var/tmp/PREFIX); distinct per package, 1-8 of [a-z0-9].
+	Prefix string
+	// Hosts is how many engines to start.
+	Hosts int
+	// Registry also starts a local registry at 198.18.0.60:5000.
+	Registry bool
+}
+
+// Env is a running set of hosts.
+type Env struct {
+	Prefix       string
+	Base         string
+	DockerConfig string
+	// Image is a small busybox image present on every host.
+	Image    string
+	Registry string
+	Hosts    []*Host
+	// Top is the repository's top directory; Build its build output.
+	Top, Build string
+}
+
+// Host is one engine.
+type Host struct {
+	Name       string // h1, h2, ...
+	Context    string // docker context name
+	DockerHost string // unix:// address of the engine
+	Addr       string // IP address on the test network
+	env        *Env
+}
+
+// Main starts the hosts, runs the package's tests and tears everything
+// down, also when interrupted. It never returns.
+func Main(m *testing.M, opts Options, out **Env) {
+	os.Exit(run(m, opts, out))
+}
+
+func run(m *testing.M, opts Options, out **Env) int {
+	if os.Getuid() != 0 {
+		fmt.Fprintln(os.Stderr, "these tests start real Docker engines in namespaces and must run as root (make test does)")
+		return 1
+	}
+	top, err := topDir()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	env := &Env{Prefix: opts.Prefix, Top: top, Build: os.Getenv("CARGO_BUILD")}
+	if env.Build == "" {
+		env.Build = filepath.Join(top, "build")
+	}
+	// Tear down on interrupt too: a stale engine or mount breaks the next run.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		fmt.Fprintf(os.Stderr, "harness: %v: tearing hosts down\n", s)
+		env.down()
+		os.Exit(2)
+	}()
+	defer env.down()
+	if err := env.up(opts); err != nil {
+		fmt.Fprintln(os.Stderr, "harness:", err)
+		return 1
+	}
+	*out = env
+	return m.Run()
+}
+
+func topDir() (string, error) {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		return "", fmt.Errorf("cannot locate the repository")
+	}
+	return filepath.Dir(filepath.Dir(filepath.Dir(file))), nil
+}
+
+func (e *Env) script(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(e.Top, "tests", "hosts.sh"), args...)
+	cmd.Env = append(os.Environ(), "CARGO_BUILD="+e.Build)
+	return cmd
+}
+
+func (e *Env) up(opts Options) error {
+	args := []string{"up", "-p", opts.Prefix, "-n", strconv.Itoa(opts.Hosts)}
+	if opts.Registry {
+		args = append(args, "--registry")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := e.script(ctx, args...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("bringing hosts up: %w", err)
+	}
+	return e.load()
+}
+
+func (e *Env) load() error {
+	e.Base = filepath.Join("/var/tmp", e.Prefix)
+	b, err := os.ReadFile(filepath.Join(e.Base, "env"))
+	if err != nil {
+		return err
+	}
+	kv := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			kv[k] = v
+		}
+	}
+	e.DockerConfig, e.Image, e.Registry = kv["DOCKER_CONFIG"], kv["CARGO_IMAGE"], kv["CARGO_REGISTRY"]
+	n, _ := strconv.Atoi(kv["CARGO_HOSTS"])
+	for i := 1; i <= n; i++ {
+		p := fmt.Sprintf("CARGO_H%d_", i)
+		e.Hosts = append(e.Hosts, &Host{
+			Name: fmt.Sprintf("h%d", i), Context: kv[p+"CONTEXT"],
+			DockerHost: kv[p+"HOST"], Addr: kv[p+"ADDR"], env: e,
+		})
+	}
+	return nil
+}
+
+func (e *Env) down() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := e.script(ctx, "down", "-p", e.Prefix)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	_ = cmd.Run()
+}
+
+// Result is a finished command.
+type Result struct {
+	Stdout, Stderr string
+	Err            error
+}
+
+// Combined is what a user would have seen on a terminal.
+func (r Result) Combined() string { return r.Stdout + r.Stderr }
+
+// Docker runs the docker CLI against env's config: args should select the
+// engine (--context) unless the command needs none.
+func (e *Env) Docker(ctx context.Context, args ...string) Result {
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+e.DockerConfig, "DOCKER_CLI_HINTS=false")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("docker %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Err: err}
+}
+
+// Docker runs the docker CLI against this host.
+func (h *Host) Docker(ctx context.Context, args ...string) Result {
+	return h.env.Docker(ctx, append([]string{"--context", h.Context}, args...)...)
+}
+
+// MustDocker runs the docker CLI against this host and fails the test on
+// error; it returns trimmed stdout.
+func (h *Host) MustDocker(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := h.Docker(ctx, args...)
+	if r.Err != nil {
+		t.Fatalf("%s: %v", h.Name, r.Err)
+	}
+	return strings.TrimSpace(r.Stdout)
+}
+
+// Exec runs a command inside the host's network and mount namespaces, as
+// the engine sees the machine.
+func (h *Host) Exec(ctx context.Context, args ...string) Result {
+	cmd := h.env.script(ctx, append([]string{"exec", "-p", h.env.Prefix, h.Name}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		err = fmt.Errorf("%s: %s: %w: %s", h.Name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Err: err}
+}
+
+// RestartEngine stops the host's dockerd cleanly and starts it again with
+// the same state, as `systemctl restart docker` would.
+func (h *Host) RestartEngine(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := h.env.script(ctx, "restart", "-p", h.env.Prefix, h.Name)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restarting engine %s: %v\n%s", h.Name, err, out)
+	}
+}
+
+// EngineLog returns the host's dockerd log, which holds the plugin's too.
+func (h *Host) EngineLog() string {
+	b, _ := os.ReadFile(filepath.Join(h.env.Base, h.Name, "dockerd.log"))
+	return string(b)
+}
+
+// Eventually polls cond until it returns nil or timeout passes, then fails
+// the test with cond's last error. For waiting on a state, never a sleep.
+func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Processes returns the PIDs of this host's processes (those in its
+// network namespace) whose command name starts with comm.
+func (h *Host) Processes(t testing.TB, comm string) []int {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "pids", h.env.Prefix+"-"+h.Name).Output()
+	if err != nil {
+		t.Fatalf("listing processes of %s: %v", h.Name, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		c, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(c)), comm) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
