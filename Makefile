@@ -19,7 +19,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e demo vet fmt clean
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e demo demo-down vet clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -74,8 +74,11 @@ test-unit: ## Unit tests of pure logic
 test-e2e: cli plugin ## Tests on real dockerd engines in network namespaces (root)
 	CARGO_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/...
 
-demo: cli plugin ## Start two local engines, install cargo on both, run a container on a cargo volume
+demo: cli plugin ## Start two local engines with cargo and run a container on a cargo volume (root)
 	tests/demo.sh
+
+demo-down: ## Stop the demo's engines and remove their state
+	tests/hosts.sh down -p demo
 
 vet: ## go vet and gofmt check
 	$(GO) vet ./...
