@@ -1,0 +1,87 @@
+// Package manifest describes a volume's tree as the source host exports it:
+// every entry's path, type, ownership, mode, size, times, link target,
+// hard-link group and user xattrs. The target builds its read-only view and
+// its copy plan from it, so a manifest from the network is validated as
+// untrusted input before use.
+package manifest
+
+// Type is an entry's file type.
+type Type uint8
+
+// Entry types. Sockets are not carried: they are meaningless on another host.
+const (
+	TypeDir Type = iota + 1
+	TypeFile
+	TypeSymlink
+	TypeFIFO
+	TypeChar
+	TypeBlock
+)
+
+func (t Type) String() string {
+	switch t {
+	case TypeDir:
+		return "dir"
+	case TypeFile:
+		return "file"
+	case TypeSymlink:
+		return "symlink"
+	case TypeFIFO:
+		return "fifo"
+	case TypeChar:
+		return "char"
+	case TypeBlock:
+		return "block"
+	}
+	return "unknown"
+}
+
+// NoLink marks an entry that is not a later member of a hard-link group.
+const NoLink = -1
+
+// Entry is one node of the exported tree.
+type Entry struct {
+	// Index is the entry's position in the manifest; the root is 0.
+	Index int `json:"i"`
+	// Path is slash-separated and relative to the volume root; the root
+	// itself is ".". Parents come before their children.
+	Path string `json:"p"`
+	Type Type   `json:"t"`
+	// Mode holds the permission bits and the setuid, setgid and sticky
+	// bits (07777), not the type.
+	Mode    uint32 `json:"m"`
+	UID     uint32 `json:"u"`
+	GID     uint32 `json:"g"`
+	Size    int64  `json:"s,omitempty"`
+	MtimeNs int64  `json:"mt"`
+	// Target is a symlink's target, verbatim.
+	Target string `json:"l,omitempty"`
+	// Rdev is a device node's device number.
+	Rdev uint64 `json:"r,omitempty"`
+	// LinkTo is, for the second and later paths of a hard-linked file, the
+	// index of the group's first entry (which carries the content);
+	// NoLink otherwise.
+	LinkTo int `json:"h"`
+	// Nlink is how many entries of this tree share the inode (1 if none).
+	Nlink uint32 `json:"n"`
+	// Xattrs holds the entry's extended attributes in the user namespace.
+	Xattrs map[string][]byte `json:"x,omitempty"`
+}
+
+// Manifest is a whole tree.
+type Manifest struct {
+	Entries []Entry
+}
+
+// Totals counts what a copy must move: regular files with content of
+// their own (not later hard-link members) and their bytes.
+func (m *Manifest) Totals() (files int, bytes int64) {
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if e.Type == TypeFile && e.LinkTo == NoLink {
+			files++
+			bytes += e.Size
+		}
+	}
+	return files, bytes
+}
