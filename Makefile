@@ -24,14 +24,14 @@ export CGO_ENABLED := 0
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 cli: $(BUILD)/docker-migrate ## Build the static CLI plugin build/docker-migrate
 
 $(BUILD)/docker-migrate: $(GO_SOURCES)
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cli-plugin
 
-plugin-binary: $(BUILD)/cargo-volume-plugin
+plugin-binary: $(BUILD)/cargo-volume-plugin ## Build the static plugin binary build/cargo-volume-plugin
 
 $(BUILD)/cargo-volume-plugin: $(GO_SOURCES)
 	$(GO) build $(GOFLAGS_BUILD) -o $@ ./volume-plugin
@@ -65,6 +65,7 @@ push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:por
 	-docker plugin rm -f $(PLUGIN_REF) >/dev/null 2>&1
 	docker plugin create $(PLUGIN_REF) $(BUILD)/plugin-push
 	docker plugin push $(PLUGIN_REF)
+	docker plugin rm $(PLUGIN_REF)
 
 test: test-unit test-e2e ## Run all tests: unit tests, then tests on real engines (root)
 

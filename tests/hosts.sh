@@ -32,7 +32,7 @@ log() { printf '[hosts %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 cmd=${1:-}
-[ -n "$cmd" ] || die "usage: $0 up|down|exec|env [-n N] [-p PREFIX] [--registry]"
+[ -n "$cmd" ] || die "usage: $0 up|down|exec|restart|env [-n N] [-p PREFIX] [--registry]"
 shift
 while [ $# -gt 0 ]; do
 	case $1 in

@@ -23,7 +23,9 @@ func TestInstallFromRegistry(t *testing.T) {
 	if out, err := push.CombinedOutput(); err != nil {
 		t.Fatalf("make push: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { src.Docker(ctx(t), "plugin", "rm", "-f", ref) })
+	if r := src.Docker(ctx(t), "plugin", "inspect", ref); r.Err == nil {
+		t.Fatal("make push left the pushed plugin installed on the build engine")
+	}
 
 	// -f: the engine counts the existing volume as a use of the plugin.
 	dst.MustDocker(t, "plugin", "disable", "-f", "cargo:latest")

@@ -1,0 +1,477 @@
+// Package copier fills a federated volume's replica from the source host:
+// in the background, file after file with bounded concurrency, and on
+// demand when the container reads a file that is not local yet. On-demand
+// fetches go first; the background copy waits while any is in flight. Both
+// paths share one fetch of any file or chunk, so nothing is fetched twice.
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cargo-migrate/cargo/internal/replica"
+)
+
+// Source is the source host's export, as the copier uses it.
+type Source interface {
+	// Batch streams the whole content of several files, calling fn for
+	// each file that arrives, in order.
+	Batch(ctx context.Context, indexes []int, fn func(index int, size int64, r io.Reader) error) error
+	// ReadRange writes bytes [off, off+n) of a file to w.
+	ReadRange(ctx context.Context, index int, off, n int64, w io.Writer) (int64, error)
+	// Complete tells the source the copy is done, releasing its export.
+	Complete(ctx context.Context, report string) error
+}
+
+// Options tune the copy.
+type Options struct {
+	// Workers is how many background fetches run at once.
+	Workers int
+	// BatchFiles and BatchBytes bound one batch of small files.
+	BatchFiles int
+	BatchBytes int64
+	// Permanent reports errors that retrying cannot mend (the export is
+	// gone, the credential refused).
+	Permanent func(error) bool
+}
+
+func (o *Options) defaults() {
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.BatchFiles <= 0 {
+		o.BatchFiles = 1024
+	}
+	if o.BatchBytes <= 0 {
+		o.BatchBytes = 8 << 20
+	}
+	if o.Permanent == nil {
+		o.Permanent = func(error) bool { return false }
+	}
+}
+
+// State is where the copy stands.
+type State string
+
+// States of a copy, as shown in the volume's Status.
+const (
+	StateCopying  State = "copying"
+	StateStalled  State = "stalled"
+	StateComplete State = "complete"
+	StateFailed   State = "failed"
+)
+
+// Status is a snapshot of the copy's progress.
+type Status struct {
+	State       State
+	FilesTotal  int
+	FilesCopied int
+	BytesTotal  int64
+	BytesCopied int64
+	// Rate is bytes per second over the last few seconds.
+	Rate  float64
+	Error string
+}
+
+// Copier fills one replica.
+type Copier struct {
+	rep  *replica.Replica
+	src  Source
+	opts Options
+	log  *slog.Logger
+
+	flightMu sync.Mutex
+	flights  map[flightKey]*flight
+
+	// demand counts on-demand fetches in flight; the background waits for
+	// it to reach zero before each fetch.
+	demandMu sync.Mutex
+	demandCV *sync.Cond
+	demand   int
+
+	statusMu sync.Mutex
+	state    State
+	lastErr  error
+	rate     float64
+	sampleAt time.Time
+	sampleB  int64
+	done     chan struct{}
+	finished atomic.Bool
+}
+
+// New prepares a copier; Run does the background work.
+func New(rep *replica.Replica, src Source, opts Options, log *slog.Logger) *Copier {
+	opts.defaults()
+	c := &Copier{rep: rep, src: src, opts: opts, log: log, flights: map[flightKey]*flight{},
+		state: StateCopying, done: make(chan struct{})}
+	c.demandCV = sync.NewCond(&c.demandMu)
+	if rep.Complete() {
+		c.state = StateComplete
+	}
+	return c
+}
+
+// Done is closed when the copy is complete and the source was told.
+func (c *Copier) Done() <-chan struct{} { return c.done }
+
+// Status reports progress.
+func (c *Copier) Status() Status {
+	files, bytes := c.rep.Totals()
+	fc, bc := c.rep.Progress()
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	now := time.Now()
+	if c.sampleAt.IsZero() {
+		c.sampleAt, c.sampleB = now, bc
+	} else if dt := now.Sub(c.sampleAt).Seconds(); dt >= 1 {
+		inst := float64(bc-c.sampleB) / dt
+		c.rate = 0.5*c.rate + 0.5*inst // smooths bursts of batches
+		c.sampleAt, c.sampleB = now, bc
+	}
+	s := Status{State: c.state, FilesTotal: files, FilesCopied: fc, BytesTotal: bytes, BytesCopied: bc, Rate: c.rate}
+	if c.lastErr != nil && c.state != StateComplete {
+		s.Error = c.lastErr.Error()
+	}
+	if s.State == StateComplete {
+		s.Rate = 0
+	}
+	return s
+}
+
+func (c *Copier) setState(s State, err error) {
+	c.statusMu.Lock()
+	defer c.statusMu.Unlock()
+	if c.state == StateComplete || c.state == StateFailed {
+		return
+	}
+	c.state, c.lastErr = s, err
+}
+
+// Run copies everything not yet local, then finishes the replica and tells
+// the source. It returns when the copy is complete, when ctx ends, or when
+// the source refuses for good.
+func (c *Copier) Run(ctx context.Context) error {
+	if c.finished.Load() {
+		return nil
+	}
+	if err := c.retry(ctx, "creating directories and links", func() error { return c.rep.Skeleton() }); err != nil {
+		return err
+	}
+	work := make(chan func(context.Context) error)
+	var wg sync.WaitGroup
+	errc := make(chan error, c.opts.Workers)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range c.opts.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for job := range work {
+				if err := job(wctx); err != nil {
+					errc <- err
+					cancel()
+					return
+				}
+			}
+		}()
+	}
+	err := c.plan(wctx, work)
+	close(work)
+	wg.Wait()
+	select {
+	case werr := <-errc:
+		return werr
+	default:
+	}
+	if err != nil {
+		return err
+	}
+	return c.finish(ctx)
+}
+
+// plan hands out batches of small files and chunks of large ones, in
+// manifest order, skipping what on-demand reads already fetched.
+func (c *Copier) plan(ctx context.Context, work chan<- func(context.Context) error) error {
+	send := func(job func(context.Context) error) error {
+		select {
+		case work <- job:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	var batch []int
+	var batchBytes int64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		b := batch
+		batch, batchBytes = nil, 0
+		return send(func(ctx context.Context) error { return c.background(ctx, "copying files", func() error { return c.fetchBatch(ctx, b) }) })
+	}
+	for i := 0; i < c.rep.Len(); i++ {
+		e := c.rep.Entry(i)
+		if !replica.HasContent(e) || c.rep.Done(i) {
+			continue
+		}
+		if e.Size < replica.LargeFile {
+			batch = append(batch, i)
+			batchBytes += e.Size
+			if len(batch) >= c.opts.BatchFiles || batchBytes >= c.opts.BatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		p, err := c.rep.Partial(i)
+		if errors.Is(err, replica.ErrFinished) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, ch := range p.Missing() {
+			idx, ch := i, ch
+			if err := send(func(ctx context.Context) error {
+				return c.background(ctx, "copying "+e.Path, func() error { return c.fetchChunk(ctx, idx, ch) })
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// background runs one background fetch after on-demand fetches are done,
+// retrying until it succeeds.
+func (c *Copier) background(ctx context.Context, what string, fetch func() error) error {
+	c.demandMu.Lock()
+	for c.demand > 0 {
+		c.demandCV.Wait()
+	}
+	c.demandMu.Unlock()
+	return c.retry(ctx, what, fetch)
+}
+
+// retry runs op until it succeeds, with backoff, showing the copy as
+// stalled while it fails. A permanent error fails the copy.
+func (c *Copier) retry(ctx context.Context, what string, op func() error) error {
+	backoff := 200 * time.Millisecond
+	for {
+		err := op()
+		if err == nil {
+			c.setState(StateCopying, nil)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if c.opts.Permanent(err) {
+			c.setState(StateFailed, fmt.Errorf("%s: %w", what, err))
+			return err
+		}
+		c.setState(StateStalled, fmt.Errorf("%s: %w", what, err))
+		c.log.Warn("copy stalled; retrying", "what", what, "error", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (c *Copier) finish(ctx context.Context) error {
+	if err := c.retry(ctx, "finishing the replica", c.rep.Finish); err != nil {
+		return err
+	}
+	files, bytes := c.rep.Totals()
+	report := fmt.Sprintf("%d files, %d bytes", files, bytes)
+	if err := c.retry(ctx, "telling the source the copy is complete", func() error {
+		return c.src.Complete(ctx, report)
+	}); err != nil {
+		return err
+	}
+	c.statusMu.Lock()
+	c.state, c.lastErr = StateComplete, nil
+	c.statusMu.Unlock()
+	if c.finished.CompareAndSwap(false, true) {
+		close(c.done)
+	}
+	c.log.Info("copy complete", "files", files, "bytes", bytes)
+	return nil
+}
+
+// flight is one fetch that several readers may wait on.
+type flight struct {
+	done chan struct{}
+	err  error
+}
+
+type flightKey struct{ index, chunk int }
+
+// once runs fetch unless the same fetch is in flight, in which case it
+// waits for that one.
+func (c *Copier) once(ctx context.Context, key flightKey, fetch func() error) error {
+	c.flightMu.Lock()
+	if f, ok := c.flights[key]; ok {
+		c.flightMu.Unlock()
+		select {
+		case <-f.done:
+			return f.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	f := &flight{done: make(chan struct{})}
+	c.flights[key] = f
+	c.flightMu.Unlock()
+	f.err = fetch()
+	c.flightMu.Lock()
+	delete(c.flights, key)
+	c.flightMu.Unlock()
+	close(f.done)
+	return f.err
+}
+
+const whole = -1
+
+func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
+	var todo []int
+	for _, i := range indexes {
+		if !c.rep.Done(i) {
+			todo = append(todo, i)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	return c.src.Batch(ctx, todo, func(index int, size int64, r io.Reader) error {
+		if size != c.rep.Entry(index).Size {
+			return fmt.Errorf("the source sent %d bytes for %q, its manifest said %d", size, c.rep.Entry(index).Path, c.rep.Entry(index).Size)
+		}
+		// A file an on-demand read is fetching right now is left to it.
+		return c.once(ctx, flightKey{index, whole}, func() error { return c.rep.WriteWhole(index, r) })
+	})
+}
+
+func (c *Copier) fetchWhole(ctx context.Context, i int) error {
+	return c.once(ctx, flightKey{i, whole}, func() error {
+		if c.rep.Done(i) {
+			return nil
+		}
+		return c.src.Batch(ctx, []int{i}, func(index int, size int64, r io.Reader) error {
+			return c.rep.WriteWhole(index, r)
+		})
+	})
+}
+
+func (c *Copier) fetchChunk(ctx context.Context, i, ch int) error {
+	return c.once(ctx, flightKey{i, ch}, func() error {
+		if c.rep.Done(i) {
+			return nil
+		}
+		p, err := c.rep.Partial(i)
+		if errors.Is(err, replica.ErrFinished) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if p.Has(ch) {
+			return nil
+		}
+		off, n := p.Range(ch)
+		got, err := c.src.ReadRange(ctx, i, off, n, io.NewOffsetWriter(p.WriterAt(), off))
+		if err != nil {
+			return err
+		}
+		if got != n {
+			return fmt.Errorf("the source sent %d bytes of chunk %d of %q, want %d", got, ch, c.rep.Entry(i).Path, n)
+		}
+		return p.MarkChunk(ch)
+	})
+}
+
+// onDemand marks an on-demand fetch in flight for its duration, so the
+// background copy makes way.
+func (c *Copier) onDemand(fetch func() error) error {
+	c.demandMu.Lock()
+	c.demand++
+	c.demandMu.Unlock()
+	defer func() {
+		c.demandMu.Lock()
+		c.demand--
+		if c.demand == 0 {
+			c.demandCV.Broadcast()
+		}
+		c.demandMu.Unlock()
+	}()
+	return fetch()
+}
+
+// OpenLocal opens entry i's content if it is local (for the FUSE view).
+func (c *Copier) OpenLocal(i int) (*os.File, bool, error) { return c.rep.OpenLocal(i) }
+
+// ReadAt serves a read of entry i that may not be local yet: a small file
+// is fetched whole, a large one chunk by chunk, the chunks the read needs
+// first.
+func (c *Copier) ReadAt(ctx context.Context, i int, p []byte, off int64) (int, error) {
+	i = c.rep.ContentIndex(i)
+	e := c.rep.Entry(i)
+	if off >= e.Size || len(p) == 0 {
+		return 0, io.EOF
+	}
+	if !c.rep.Done(i) {
+		if e.Size < replica.LargeFile {
+			if err := c.onDemand(func() error { return c.fetchWhole(ctx, i) }); err != nil {
+				return 0, err
+			}
+		} else {
+			n, err := c.readPartial(ctx, i, p, off)
+			if !errors.Is(err, replica.ErrFinished) {
+				return n, err
+			}
+		}
+	}
+	f, ok, err := c.rep.OpenLocal(i)
+	if err != nil {
+		return 0, err
+	}
+	if !ok {
+		return 0, fmt.Errorf("%q is not local after fetching it", e.Path)
+	}
+	defer f.Close()
+	return f.ReadAt(p, off)
+}
+
+func (c *Copier) readPartial(ctx context.Context, i int, p []byte, off int64) (int, error) {
+	part, err := c.rep.Partial(i)
+	if err != nil {
+		return 0, err
+	}
+	size := c.rep.Entry(i).Size
+	end := min(off+int64(len(p)), size)
+	for ch := int(off / replica.ChunkSize); int64(ch)*replica.ChunkSize < end; ch++ {
+		if part.Has(ch) {
+			continue
+		}
+		if err := c.onDemand(func() error { return c.fetchChunk(ctx, i, ch) }); err != nil {
+			return 0, err
+		}
+	}
+	n, err := part.ReadAt(p[:end-off], off)
+	if err == nil && end == size {
+		err = io.EOF
+	}
+	return n, err
+}

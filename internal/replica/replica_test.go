@@ -1,0 +1,188 @@
+package replica
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cargo-migrate/cargo/internal/manifest"
+)
+
+var mtime = time.Date(2025, 5, 6, 7, 8, 9, 123456789, time.UTC).UnixNano()
+
+// testManifest: root, a dir, a small file, a large file (3 chunks), a hard
+// link to the small file, a symlink, a fifo and an empty file.
+func testManifest() *manifest.Manifest {
+	e := func(i int, p string, t manifest.Type, mode uint32, size int64) manifest.Entry {
+		return manifest.Entry{Index: i, Path: p, Type: t, Mode: mode, UID: 1000, GID: 1000, Size: size, MtimeNs: mtime, LinkTo: manifest.NoLink, Nlink: 1}
+	}
+	m := &manifest.Manifest{Entries: []manifest.Entry{
+		e(0, ".", manifest.TypeDir, 0o755, 0),
+		e(1, "dir", manifest.TypeDir, 0o2750, 0),
+		e(2, "dir/small", manifest.TypeFile, 0o600, 1000),
+		e(3, "dir/large", manifest.TypeFile, 0o644, 2*ChunkSize+123),
+		e(4, "link", manifest.TypeFile, 0o600, 1000),
+		e(5, "sym", manifest.TypeSymlink, 0o777, 0),
+		e(6, "fifo", manifest.TypeFIFO, 0o640, 0),
+		e(7, "empty", manifest.TypeFile, 0o644, 0),
+	}}
+	m.Entries[0].UID, m.Entries[0].GID = 0, 0
+	m.Entries[2].Nlink, m.Entries[4].Nlink, m.Entries[4].LinkTo = 2, 2, 2
+	m.Entries[5].Target = "dir/small"
+	m.Entries[2].Xattrs = map[string][]byte{"user.note": []byte("hi")}
+	return m
+}
+
+func randBytes(t *testing.T, n int64) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestWholeChunksAndResume(t *testing.T) {
+	dir := t.TempDir()
+	m := testManifest()
+	small, large := randBytes(t, 1000), randBytes(t, m.Entries[3].Size)
+	r, err := Open(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files, bytes := r.Totals(); files != 3 || bytes != 1000+m.Entries[3].Size {
+		t.Fatalf("totals %d %d", files, bytes)
+	}
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Skeleton(); err != nil {
+		t.Fatalf("skeleton is not idempotent: %v", err)
+	}
+	// A short source must not produce a complete file.
+	if err := r.WriteWhole(2, bytes.NewReader(small[:10])); err == nil {
+		t.Fatal("short content accepted")
+	}
+	if r.Done(2) {
+		t.Fatal("short file counted done")
+	}
+	if err := r.WriteWhole(2, bytes.NewReader(small)); err != nil {
+		t.Fatal(err)
+	}
+	// Two of three chunks of the large file, then a "crash".
+	p, err := r.Partial(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []int{0, 2} {
+		off, n := p.Range(c)
+		if _, err := p.WriterAt().WriteAt(large[off:off+n], off); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.MarkChunk(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, before := r.Progress()
+	r.Close()
+	// A torn record at the log's end is ignored.
+	f, _ := os.OpenFile(filepath.Join(dir, "partial", "3.log"), os.O_APPEND|os.O_WRONLY, 0)
+	f.Write([]byte{0, 0})
+	f.Close()
+
+	r, err = Open(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	files, after := r.Progress()
+	if files != 1 || after != before || after != 1000+ChunkSize+123 {
+		t.Fatalf("after restart: %d files %d bytes, before %d bytes", files, after, before)
+	}
+	p, err = r.Partial(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Missing(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("missing chunks %v, want [1]", got)
+	}
+	off, n := p.Range(1)
+	p.WriterAt().WriteAt(large[off:off+n], off)
+	if err := p.MarkChunk(1); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteWhole(7, bytes.NewReader(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Complete() {
+		t.Fatal("not complete")
+	}
+	if _, err := p.ReadAt(make([]byte, 1), 0); err != ErrFinished {
+		t.Fatalf("read of finished partial: %v", err)
+	}
+	if _, err := r.Partial(3); err != ErrFinished {
+		t.Fatalf("Partial of a complete file: %v", err)
+	}
+	if err := r.Finish(); err != nil {
+		t.Fatal(err)
+	}
+
+	data := filepath.Join(dir, "data")
+	for path, want := range map[string][]byte{"dir/small": small, "link": small, "dir/large": large, "empty": {}} {
+		got, err := os.ReadFile(filepath.Join(data, path))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s: %v (len %d, want %d)", path, err, len(got), len(want))
+		}
+	}
+	check := func(path string, mode os.FileMode, uid uint32, nlink uint64) {
+		t.Helper()
+		fi, err := os.Lstat(filepath.Join(data, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode() != mode || st.Uid != uid || uint64(st.Nlink) != nlink || fi.ModTime().UnixNano() != mtime {
+			t.Errorf("%s: mode %v uid %d nlink %d mtime %v", path, fi.Mode(), st.Uid, st.Nlink, fi.ModTime())
+		}
+	}
+	check("dir", os.ModeDir|os.ModeSetgid|0o750, 1000, 2)
+	check("dir/small", 0o600, 1000, 2)
+	check("dir/large", 0o644, 1000, 1)
+	check("sym", os.ModeSymlink|0o777, 1000, 1)
+	check("fifo", os.ModeNamedPipe|0o640, 1000, 1)
+	if target, _ := os.Readlink(filepath.Join(data, "sym")); target != "dir/small" {
+		t.Errorf("symlink target %q", target)
+	}
+	buf := make([]byte, 8)
+	if n, err := syscall.Getxattr(filepath.Join(data, "dir/small"), "user.note", buf); err != nil || string(buf[:n]) != "hi" {
+		t.Errorf("xattr: %v %q", err, buf[:n])
+	}
+	if left, _ := os.ReadDir(filepath.Join(dir, "partial")); len(left) != 0 {
+		t.Errorf("partial files left: %v", left)
+	}
+}
+
+func TestOpenLocalFollowsHardLinks(t *testing.T) {
+	r, err := Open(t.TempDir(), testManifest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := r.OpenLocal(4); ok {
+		t.Fatal("link local before its content")
+	}
+	if err := r.WriteWhole(2, bytes.NewReader(make([]byte, 1000))); err != nil {
+		t.Fatal(err)
+	}
+	f, ok, err := r.OpenLocal(4)
+	if err != nil || !ok {
+		t.Fatalf("OpenLocal(link) = %v %v", ok, err)
+	}
+	f.Close()
+}
