@@ -215,7 +215,9 @@ func (c *Copier) plan(ctx context.Context, work chan<- func(context.Context) err
 		}
 		b := batch
 		batch, batchBytes = nil, 0
-		return send(func(ctx context.Context) error { return c.background(ctx, "copying files", func() error { return c.fetchBatch(ctx, b) }) })
+		return send(func(ctx context.Context) error {
+			return c.background(ctx, "copying files", func() error { return c.fetchBatch(ctx, b) })
+		})
 	}
 	for i := 0; i < c.rep.Len(); i++ {
 		e := c.rep.Entry(i)

@@ -100,7 +100,9 @@ func partialPath(i int, suffix string) string {
 
 // HasContent reports whether entry e carries file content of its own
 // (a regular file that is not a later name of a hard-linked one).
-func HasContent(e *manifest.Entry) bool { return e.Type == manifest.TypeFile && e.LinkTo == manifest.NoLink }
+func HasContent(e *manifest.Entry) bool {
+	return e.Type == manifest.TypeFile && e.LinkTo == manifest.NoLink
+}
 
 // Len is the number of manifest entries.
 func (r *Replica) Len() int { return len(r.m.Entries) }
@@ -396,8 +398,8 @@ type Partial struct {
 	rw       sync.RWMutex
 	finished bool
 	f        *os.File
-	log    *os.File
-	chunks map[int]bool
+	log      *os.File
+	chunks   map[int]bool
 }
 
 func chunkCount(size int64) int { return int((size + ChunkSize - 1) / ChunkSize) }

@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"syscall"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
