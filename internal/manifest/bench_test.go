@@ -1,0 +1,96 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkWalk walks 20,000 small files in 200 directories.
+func BenchmarkWalk(b *testing.B) {
+	dir := b.TempDir()
+	for d := range 200 {
+		sub := filepath.Join(dir, fmt.Sprintf("dir%03d", d))
+		must(b, os.Mkdir(sub, 0o755))
+		for f := range 100 {
+			must(b, os.WriteFile(filepath.Join(sub, fmt.Sprintf("file%03d.txt", f)), []byte("content"), 0o644))
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	must(b, err)
+	defer root.Close()
+	var n int
+	for b.Loop() {
+		m, err := Walk(context.Background(), root)
+		must(b, err)
+		n = len(m.Entries)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/entry")
+}
+
+// synthetic builds a valid manifest of about n entries shaped like a real
+// tree: directories of 100 files with longish names.
+func synthetic(n int) *Manifest {
+	m := &Manifest{Entries: make([]Entry, 0, n)}
+	m.Entries = append(m.Entries, Entry{Path: ".", Type: TypeDir, Mode: 0o755, LinkTo: NoLink, Nlink: 1})
+	for d := 0; len(m.Entries) < n; d++ {
+		dp := fmt.Sprintf("usr/share/package-%05d", d)
+		if d == 0 {
+			m.Entries = append(m.Entries,
+				Entry{Index: 1, Path: "usr", Type: TypeDir, Mode: 0o755, LinkTo: NoLink, Nlink: 1},
+				Entry{Index: 2, Path: "usr/share", Type: TypeDir, Mode: 0o755, LinkTo: NoLink, Nlink: 1})
+		}
+		m.Entries = append(m.Entries, Entry{Index: len(m.Entries), Path: dp, Type: TypeDir, Mode: 0o755, MtimeNs: 1700000000123456789, LinkTo: NoLink, Nlink: 1})
+		for f := 0; f < 100 && len(m.Entries) < n; f++ {
+			m.Entries = append(m.Entries, Entry{
+				Index: len(m.Entries), Path: fmt.Sprintf("%s/file-%03d.data", dp, f), Type: TypeFile,
+				Mode: 0o644, UID: 1000, GID: 1000, Size: int64(f * 1000), MtimeNs: 1700000000123456789,
+				LinkTo: NoLink, Nlink: 1,
+			})
+		}
+	}
+	return m
+}
+
+func BenchmarkEncode(b *testing.B) {
+	m := synthetic(100_000)
+	var buf bytes.Buffer
+	for b.Loop() {
+		buf.Reset()
+		must(b, Encode(&buf, m))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m.Entries)), "ns/entry")
+	b.ReportMetric(float64(buf.Len())/float64(len(m.Entries)), "gzip-bytes/entry")
+}
+
+func BenchmarkDecode(b *testing.B) {
+	m := synthetic(100_000)
+	var buf bytes.Buffer
+	must(b, Encode(&buf, m))
+	enc := buf.Bytes()
+	b.SetBytes(int64(len(enc)))
+	for b.Loop() {
+		_, err := Decode(bytes.NewReader(enc), DefaultLimits)
+		must(b, err)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m.Entries)), "ns/entry")
+}
+
+func BenchmarkValidate(b *testing.B) {
+	m := synthetic(100_000)
+	for b.Loop() {
+		must(b, m.Validate(DefaultLimits))
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m.Entries)), "ns/entry")
+}
+
+func BenchmarkIndex(b *testing.B) {
+	m := synthetic(100_000)
+	for b.Loop() {
+		m.Index()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m.Entries)), "ns/entry")
+}

@@ -1,0 +1,508 @@
+package manifest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// WalkOptions adjusts WalkWith.
+type WalkOptions struct {
+	// Skipped, if not nil, is called with the path of each entry left out
+	// of the manifest: sockets (meaningless on another host) and any type
+	// Linux may add. Entries that vanish during the walk are left out
+	// silently.
+	Skipped func(path string)
+}
+
+// Walk builds the manifest of the tree under root. It is WalkWith without
+// options: sockets are skipped silently.
+func Walk(ctx context.Context, root *os.Root) (*Manifest, error) {
+	return WalkWith(ctx, root, WalkOptions{})
+}
+
+// WalkWith builds the manifest of the tree under root, never following a
+// symlink and never leaving root.
+//
+// Order is depth first: a directory, then each child sorted by name (byte
+// order), each child directory's subtree right after that child. Regular
+// files with more than one link are grouped by (device, inode): the first
+// path in walk order keeps LinkTo == NoLink and the others point at it; all
+// of them get Nlink = the number of paths found, and the later ones take the
+// first's Size so that a file growing during the walk still gives a
+// consistent group. User xattrs are read from files and directories only,
+// which is all Linux allows them on.
+//
+// The tree should be quiescent; an entry that changes type or identity
+// between being listed and being opened fails the walk. The result is not
+// validated: call Validate before trusting it to fit the limits.
+func WalkWith(ctx context.Context, root *os.Root, opts WalkOptions) (*Manifest, error) {
+	return walk(ctx, root, opts, chooseProbe)
+}
+
+// walk lets tests pick the xattr probe.
+func walk(ctx context.Context, root *os.Root, opts WalkOptions, choose func(int, *unix.Stat_t) probeMode) (*Manifest, error) {
+	w := &walker{ctx: ctx, root: root, opts: opts, m: &Manifest{}, choose: choose}
+	if err := w.dir(-1, ".", devIno{}, 0); err != nil {
+		return nil, err
+	}
+	if w.linked > 0 {
+		w.countLinks()
+	}
+	return w.m, nil
+}
+
+type devIno struct{ dev, ino uint64 }
+
+// pending is a child listed and stat'ed while its directory was open, not
+// yet appended: its subtree must come first if an earlier sibling is a
+// directory.
+type pending struct {
+	e     Entry
+	id    devIno
+	nlink uint64
+}
+
+type walker struct {
+	ctx    context.Context
+	root   *os.Root
+	opts   WalkOptions
+	m      *Manifest
+	links  map[devIno]int // first index of each multiply linked file
+	linked int            // entries with LinkTo set
+	levels [][]pending    // reused per depth, to save allocations
+	st     unix.Stat_t
+	lnk    []byte // readlink buffer
+	xlist  []byte // flistxattr buffer
+	xval   []byte // fgetxattr buffer
+	xprobe []byte // probe's list buffer
+	steps  int
+	// probe is how to ask cheaply whether a file has any xattrs, before
+	// paying for openat, fstat, flistxattr and close (about 4 syscalls a
+	// file, where most have none).
+	probe  probeMode
+	choose func(rootfd int, st *unix.Stat_t) probeMode
+}
+
+type probeMode uint8
+
+const (
+	probeNone probeMode = iota // always open the file
+	probeAt                    // listxattrat(2), Linux 6.13+
+	probeProc                  // llistxattr on /proc/self/fd/N/name
+)
+
+// dir lists directory path (entry idx, or the root when idx < 0) and then
+// appends its children and their subtrees. It holds one descriptor, and
+// only while listing, so depth costs no descriptors. Subdirectories are
+// opened through os.Root and checked to be the directory that was listed,
+// so a swapped-in symlink is neither followed nor mistaken for it.
+func (w *walker) dir(idx int, path string, id devIno, depth int) error {
+	if err := w.ctx.Err(); err != nil {
+		return err
+	}
+	f, err := w.root.Open(path)
+	if err != nil {
+		return fmt.Errorf("manifest: open directory %q: %w", path, err)
+	}
+	level, err := w.list(f, idx, path, id, depth)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	for k := range level {
+		p := &level[k]
+		i := len(w.m.Entries)
+		p.e.Index = i
+		if p.e.Type == TypeFile && p.nlink > 1 {
+			if first, ok := w.links[p.id]; ok {
+				p.e.LinkTo = first
+				p.e.Size = w.m.Entries[first].Size
+				w.linked++
+			} else {
+				if w.links == nil {
+					w.links = make(map[devIno]int)
+				}
+				w.links[p.id] = i
+			}
+		}
+		w.m.Entries = append(w.m.Entries, p.e)
+		if p.e.Type == TypeDir {
+			if err := w.dir(i, p.e.Path, p.id, depth+1); err != nil {
+				return err
+			}
+		}
+		p.e = Entry{} // let the pending copy's strings and maps go
+	}
+	return nil
+}
+
+// list checks that f is the expected directory, records its xattrs (and,
+// for the root, its entry), and returns its children sorted by name.
+func (w *walker) list(f *os.File, idx int, path string, id devIno, depth int) ([]pending, error) {
+	fd := int(f.Fd())
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("manifest: stat %q: %w", path, err)
+	}
+	if idx < 0 {
+		w.m.Entries = append(w.m.Entries, Entry{Path: ".", Type: TypeDir, LinkTo: NoLink, Nlink: 1})
+		fillAttrs(&w.m.Entries[0], &st)
+		idx = 0
+		w.probe = w.choose(fd, &st)
+	} else if st.Mode&unix.S_IFMT != unix.S_IFDIR || (devIno{st.Dev, st.Ino}) != id {
+		return nil, fmt.Errorf("manifest: %q changed during the walk", path)
+	}
+	xa, err := w.xattrs(fd)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: xattrs of %q: %w", path, err)
+	}
+	w.m.Entries[idx].Xattrs = xa
+
+	// Names only: the types readdir gives are re-read by fstatat anyway.
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("manifest: list %q: %w", path, err)
+	}
+	slices.Sort(names)
+
+	for len(w.levels) <= depth {
+		w.levels = append(w.levels, nil)
+	}
+	level := w.levels[depth][:0]
+	for _, name := range names {
+		if w.steps++; w.steps&1023 == 0 {
+			if err := w.ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		child := name
+		if path != "." {
+			child = path + "/" + name
+		}
+		p, ok, err := w.child(fd, name, child)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			level = append(level, p)
+		}
+	}
+	w.levels[depth] = level
+	return level, nil
+}
+
+// child stats one name in the open directory dirfd. Everything goes
+// through dirfd with a single path component and no symlink following, so
+// it cannot leave the directory.
+func (w *walker) child(dirfd int, name, path string) (pending, bool, error) {
+	st := &w.st
+	if err := fstatat(dirfd, name, st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return pending{}, false, nil // removed since listed
+		}
+		return pending{}, false, fmt.Errorf("manifest: stat %q: %w", path, err)
+	}
+	p := pending{
+		e:     Entry{Path: path, LinkTo: NoLink, Nlink: 1},
+		id:    devIno{st.Dev, st.Ino},
+		nlink: uint64(st.Nlink),
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		p.e.Type = TypeDir // its xattrs are read when it is listed
+	case unix.S_IFREG:
+		p.e.Type = TypeFile
+		p.e.Size = st.Size
+		var xa map[string][]byte
+		var err error
+		if w.mayHaveXattrs(dirfd, name) {
+			xa, err = w.fileXattrs(dirfd, name, p.id)
+		}
+		if err != nil {
+			return pending{}, false, fmt.Errorf("manifest: xattrs of %q: %w", path, err)
+		}
+		p.e.Xattrs = xa
+	case unix.S_IFLNK:
+		p.e.Type = TypeSymlink
+		t, err := w.readlink(dirfd, name, st.Size)
+		if err != nil {
+			return pending{}, false, fmt.Errorf("manifest: readlink %q: %w", path, err)
+		}
+		p.e.Target = t
+	case unix.S_IFIFO:
+		p.e.Type = TypeFIFO
+	case unix.S_IFCHR:
+		p.e.Type = TypeChar
+		p.e.Rdev = uint64(st.Rdev)
+	case unix.S_IFBLK:
+		p.e.Type = TypeBlock
+		p.e.Rdev = uint64(st.Rdev)
+	default:
+		if w.opts.Skipped != nil {
+			w.opts.Skipped(path)
+		}
+		return pending{}, false, nil
+	}
+	fillAttrs(&p.e, st)
+	return p, true, nil
+}
+
+func fillAttrs(e *Entry, st *unix.Stat_t) {
+	e.Mode = uint32(st.Mode) & 07777
+	e.UID = st.Uid
+	e.GID = st.Gid
+	e.MtimeNs = st.Mtim.Nano()
+}
+
+func (w *walker) readlink(dirfd int, name string, size int64) (string, error) {
+	if n := max(int(size)+1, 256); len(w.lnk) < n && n <= 1<<16 {
+		w.lnk = make([]byte, n)
+	}
+	for {
+		n, err := unix.Readlinkat(dirfd, name, w.lnk)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		// A full buffer may mean a truncated target: retry bigger.
+		if n < len(w.lnk) {
+			return string(w.lnk[:n]), nil
+		}
+		if len(w.lnk) >= 1<<16 {
+			return "", unix.ENAMETOOLONG
+		}
+		w.lnk = make([]byte, 2*len(w.lnk))
+	}
+}
+
+// fileXattrs opens the regular file name for its xattrs. O_NONBLOCK and the
+// identity check guard against the name having become a FIFO or a device
+// since fstatat: opening those can block or have side effects.
+func (w *walker) fileXattrs(dirfd int, name string, id devIno) (map[string][]byte, error) {
+	fd, err := openat(dirfd, name)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || (devIno{st.Dev, st.Ino}) != id {
+		return nil, errors.New("changed during the walk")
+	}
+	return w.xattrs(fd)
+}
+
+// xattrs returns fd's user.* xattrs, or nil if it has none or the
+// filesystem has no xattr support.
+func (w *walker) xattrs(fd int) (map[string][]byte, error) {
+	if w.xlist == nil {
+		w.xlist = make([]byte, 4096)
+	}
+	var n int
+	for {
+		var err error
+		n, err = unix.Flistxattr(fd, w.xlist)
+		switch {
+		case err == nil:
+		case err == unix.EINTR:
+			continue
+		case err == unix.ERANGE:
+			size, err := unix.Flistxattr(fd, nil)
+			if err != nil && err != unix.EINTR {
+				return nil, err
+			}
+			w.xlist = make([]byte, max(size, 2*len(w.xlist)))
+			continue
+		case err == unix.ENOTSUP:
+			return nil, nil
+		default:
+			return nil, err
+		}
+		break
+	}
+	var out map[string][]byte
+	for list := w.xlist[:n]; len(list) > 0; {
+		raw, rest, _ := bytes.Cut(list, []byte{0})
+		list = rest
+		if !isUser(raw) {
+			continue
+		}
+		name := string(raw)
+		v, ok, err := w.xattr(fd, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = make(map[string][]byte)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+func isUser(name []byte) bool {
+	return len(name) > len("user.") && string(name[:len("user.")]) == "user."
+}
+
+func (w *walker) xattr(fd int, name string) ([]byte, bool, error) {
+	if w.xval == nil {
+		w.xval = make([]byte, 64<<10) // XATTR_SIZE_MAX: no retries in practice
+	}
+	for {
+		n, err := unix.Fgetxattr(fd, name, w.xval)
+		switch {
+		case err == nil:
+			return append([]byte{}, w.xval[:n]...), true, nil
+		case err == unix.EINTR:
+		case err == unix.ENODATA:
+			return nil, false, nil // removed since listed
+		case err == unix.ERANGE:
+			size, err := unix.Fgetxattr(fd, name, nil)
+			if err != nil && err != unix.EINTR {
+				return nil, false, err
+			}
+			w.xval = make([]byte, max(size, 2*len(w.xval)))
+		default:
+			return nil, false, err
+		}
+	}
+}
+
+// mayHaveXattrs lists name's xattrs with one syscall that does not follow
+// a final symlink and stays inside dirfd, and says whether any is a user
+// xattr. Any doubt (an error, a list too long) answers true: the caller
+// then reads them the thorough way.
+func (w *walker) mayHaveXattrs(dirfd int, name string) bool {
+	if w.probe == probeNone {
+		return true
+	}
+	if len(w.xprobe) == 0 {
+		w.xprobe = make([]byte, 64<<10) // XATTR_LIST_MAX
+	}
+	var n int
+	var err error
+	for {
+		if w.probe == probeAt {
+			n, err = listxattrat(dirfd, name, w.xprobe)
+		} else {
+			n, err = unix.Llistxattr(procPath(dirfd, name), w.xprobe)
+		}
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err == unix.ENOTSUP {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	for list := w.xprobe[:n]; len(list) > 0; {
+		var raw []byte
+		raw, list, _ = bytes.Cut(list, []byte{0})
+		if isUser(raw) {
+			return true
+		}
+	}
+	return false
+}
+
+// chooseProbe picks the cheapest probe that works on the root directory fd
+// (whose stat is st). listxattrat may be missing (ENOSYS) or refused by a
+// seccomp filter (EPERM); /proc may be absent or hide magic links.
+func chooseProbe(fd int, st *unix.Stat_t) probeMode {
+	buf := make([]byte, 64<<10)
+	if _, err := listxattrat(fd, ".", buf); err == nil || err == unix.ENOTSUP {
+		return probeAt
+	}
+	var pst unix.Stat_t
+	if unix.Stat(procPath(fd, "."), &pst) == nil && pst.Dev == st.Dev && pst.Ino == st.Ino {
+		if _, err := unix.Llistxattr(procPath(fd, "."), buf); err == nil || err == unix.ENOTSUP {
+			return probeProc
+		}
+	}
+	return probeNone
+}
+
+// listxattrat is listxattrat(2) without following a final symlink; x/sys
+// has the number but no wrapper yet.
+func listxattrat(dirfd int, name string, dest []byte) (int, error) {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return 0, err
+	}
+	var d unsafe.Pointer
+	if len(dest) > 0 {
+		d = unsafe.Pointer(&dest[0])
+	}
+	r, _, e := unix.Syscall6(unix.SYS_LISTXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(d), uintptr(len(dest)), 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// procPath names name in directory dirfd through procfs. The magic link
+// resolves to the directory itself, wherever it has moved, and name is one
+// component looked up without following a final symlink (by the l*xattr
+// calls): as contained as an *at call.
+func procPath(dirfd int, name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+}
+
+// countLinks sets Nlink on every member of every hard-link group found.
+func (w *walker) countLinks() {
+	size := make(map[int]uint32, len(w.links))
+	for i := range w.m.Entries {
+		if g := w.m.Entries[i].LinkTo; g != NoLink {
+			size[g]++
+		}
+	}
+	for i := range w.m.Entries {
+		e := &w.m.Entries[i]
+		g := e.LinkTo
+		if g == NoLink {
+			g = i
+		}
+		if c, ok := size[g]; ok {
+			e.Nlink = c + 1
+		}
+	}
+}
+
+// Slow filesystems (FUSE, NFS) can return EINTR; the Go runtime's
+// preemption signals make that likely. The os package retries; so do we.
+
+func fstatat(dirfd int, name string, st *unix.Stat_t) error {
+	for {
+		err := unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func openat(dirfd int, name string) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
