@@ -7,6 +7,7 @@
 #   tests/hosts.sh down [-p PREFIX]                       stop everything, remove all state
 #   tests/hosts.sh exec [-p PREFIX] HOST CMD...           run CMD inside host HOST (h1, h2, ...)
 #   tests/hosts.sh restart [-p PREFIX] HOST               stop HOST's engine cleanly and start it again
+#   tests/hosts.sh stop [-p PREFIX] HOST                  stop HOST's engine for good (down still cleans up)
 #   tests/hosts.sh env  [-p PREFIX]                       print the environment file
 #
 # Layout, with BASE=/var/tmp/PREFIX:
@@ -32,7 +33,7 @@ log() { printf '[hosts %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 cmd=${1:-}
-[ -n "$cmd" ] || die "usage: $0 up|down|exec|restart|env [-n N] [-p PREFIX] [--registry]"
+[ -n "$cmd" ] || die "usage: $0 up|down|exec|restart|stop|env [-n N] [-p PREFIX] [--registry]"
 shift
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -319,12 +320,17 @@ down() {
 	log "all clean"
 }
 
-restart_engine() {
-	local h=$1 i=${1#h} pid
+stop_engine() {
+	local h=$1 pid
 	[ -f "$BASE/$h/dockerd.pid" ] || die "no such host: $h"
 	pid=$(cat "$BASE/$h/dockerd.pid")
 	kill -TERM "$pid" 2>/dev/null || true
 	wait_for "engine $h to stop" 60 bash -c "! kill -0 $pid" || die "engine $h did not stop"
+}
+
+restart_engine() {
+	local h=$1 i=${1#h}
+	stop_engine "$h"
 	start_engine "$i"
 	wait_for "engine $h" 90 dk "$i" version || die "engine $h did not come back (log: $BASE/$h/dockerd.log)"
 	log "$h restarted"
@@ -333,6 +339,7 @@ restart_engine() {
 case $cmd in
 up) up ;;
 restart) restart_engine "${1:?usage: $0 restart [-p PREFIX] HOST}" ;;
+stop) stop_engine "${1:?usage: $0 stop [-p PREFIX] HOST}"; log "$1 stopped" ;;
 down) down ;;
 env) cat "$BASE/env" ;;
 exec)

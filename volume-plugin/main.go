@@ -17,6 +17,8 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/cargo-migrate/cargo/internal/driver"
+	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/pluginenv"
 	"github.com/cargo-migrate/cargo/internal/state"
 	"github.com/cargo-migrate/cargo/internal/version"
@@ -53,10 +55,26 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	d, err := driver.New(store, cfg.MountDir, driver.HostMounter{}, log)
+	// The peer identity outlives restarts and upgrades: targets pinned
+	// its fingerprint.
+	id, err := peer.LoadOrCreateIdentity(filepath.Join(cfg.StateDir, "identity"))
 	if err != nil {
 		return err
 	}
+	exports := export.NewRegistry()
+	d, err := driver.New(driver.Config{
+		Store: store, MountDir: cfg.MountDir, RunDir: cfg.RunDir, Mounter: driver.HostMounter{}, Log: log,
+		Exports: exports, Advertise: cfg.AdvertiseAddr, Fingerprint: id.Fingerprint(), Passthrough: true,
+	})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	peerL, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("the peer service cannot listen on LISTEN_ADDR=%s: %w", cfg.ListenAddr, err)
+	}
+	srv := peer.NewServer(exports, id, peer.ServerOptions{}, log)
 	l, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err
@@ -65,9 +83,11 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- h.Serve(l) }()
-	log.Info("serving the volume plugin API", "socket", cfg.Socket)
+	go func() { errc <- fmt.Errorf("peer service: %w", srv.Serve(peerL)) }()
+	log.Info("serving the volume plugin API and the peer service", "socket", cfg.Socket,
+		"peer", cfg.ListenAddr, "fingerprint", id.Fingerprint())
 	select {
 	case err := <-errc:
 		return err
@@ -76,6 +96,7 @@ func run() error {
 	// Volumes stay mounted across a plugin stop: every change was on disk
 	// before it was acknowledged, and the next start reconciles.
 	l.Close()
+	srv.Close()
 	log.Info("stopped")
 	return nil
 }

@@ -76,12 +76,19 @@ type Status struct {
 	BytesTotal  int64
 	BytesCopied int64
 	// Rate is bytes per second over the last few seconds.
-	Rate  float64
-	Error string
+	Rate float64
+	// Updated is when the copy last made progress.
+	Updated time.Time
+	Error   string
 }
 
 // Copier fills one replica.
 type Copier struct {
+	// ctx outlives any one reader: fetches run on it, so an interrupted
+	// read leaves its fetch running for the retry to find.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	rep  *replica.Replica
 	src  Source
 	opts Options
@@ -96,27 +103,33 @@ type Copier struct {
 	demandCV *sync.Cond
 	demand   int
 
-	statusMu sync.Mutex
-	state    State
-	lastErr  error
-	rate     float64
-	sampleAt time.Time
-	sampleB  int64
-	done     chan struct{}
-	finished atomic.Bool
+	statusMu  sync.Mutex
+	state     State
+	lastErr   error
+	rate      float64
+	sampleAt  time.Time
+	sampleB   int64
+	lastBytes int64
+	updated   time.Time // last progress
+	done      chan struct{}
+	finished  atomic.Bool
 }
 
 // New prepares a copier; Run does the background work.
 func New(rep *replica.Replica, src Source, opts Options, log *slog.Logger) *Copier {
 	opts.defaults()
 	c := &Copier{rep: rep, src: src, opts: opts, log: log, flights: map[flightKey]*flight{},
-		state: StateCopying, done: make(chan struct{})}
+		state: StateCopying, done: make(chan struct{}), updated: time.Now()}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.demandCV = sync.NewCond(&c.demandMu)
 	if rep.Complete() {
 		c.state = StateComplete
 	}
 	return c
 }
+
+// Close stops every fetch in flight.
+func (c *Copier) Close() { c.cancel() }
 
 // Done is closed when the copy is complete and the source was told.
 func (c *Copier) Done() <-chan struct{} { return c.done }
@@ -135,7 +148,10 @@ func (c *Copier) Status() Status {
 		c.rate = 0.5*c.rate + 0.5*inst // smooths bursts of batches
 		c.sampleAt, c.sampleB = now, bc
 	}
-	s := Status{State: c.state, FilesTotal: files, FilesCopied: fc, BytesTotal: bytes, BytesCopied: bc, Rate: c.rate}
+	if bc != c.lastBytes {
+		c.lastBytes, c.updated = bc, now
+	}
+	s := Status{State: c.state, FilesTotal: files, FilesCopied: fc, BytesTotal: bytes, BytesCopied: bc, Rate: c.rate, Updated: c.updated}
 	if c.lastErr != nil && c.state != StateComplete {
 		s.Error = c.lastErr.Error()
 	}
@@ -278,6 +294,9 @@ func (c *Copier) retry(ctx context.Context, what string, op func() error) error 
 			return ctx.Err()
 		}
 		if c.opts.Permanent(err) {
+			if c.rep.Complete() {
+				return err // finish decides; nothing is missing
+			}
 			c.setState(StateFailed, fmt.Errorf("%s: %w", what, err))
 			return err
 		}
@@ -298,9 +317,15 @@ func (c *Copier) finish(ctx context.Context) error {
 	}
 	files, bytes := c.rep.Totals()
 	report := fmt.Sprintf("%d files, %d bytes", files, bytes)
-	if err := c.retry(ctx, "telling the source the copy is complete", func() error {
+	err := c.retry(ctx, "telling the source the copy is complete", func() error {
 		return c.src.Complete(ctx, report)
-	}); err != nil {
+	})
+	switch {
+	case err != nil && ctx.Err() == nil && c.opts.Permanent(err):
+		// The export is gone: the source released it (an earlier report
+		// got through) or it was aborted. Either way every byte is here.
+		c.log.Info("the source no longer serves the export; the copy is complete", "error", err)
+	case err != nil:
 		return err
 	}
 	c.statusMu.Lock()
@@ -321,28 +346,29 @@ type flight struct {
 
 type flightKey struct{ index, chunk int }
 
-// once runs fetch unless the same fetch is in flight, in which case it
-// waits for that one.
-func (c *Copier) once(ctx context.Context, key flightKey, fetch func() error) error {
+// once starts fetch on the copier's context unless the same fetch is in
+// flight, and waits for it until ctx ends. fetch gets the context to use.
+func (c *Copier) once(ctx context.Context, key flightKey, fetch func(ctx context.Context) error) error {
 	c.flightMu.Lock()
-	if f, ok := c.flights[key]; ok {
-		c.flightMu.Unlock()
-		select {
-		case <-f.done:
-			return f.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	f, ok := c.flights[key]
+	if !ok {
+		f = &flight{done: make(chan struct{})}
+		c.flights[key] = f
+		go func() {
+			f.err = fetch(c.ctx)
+			c.flightMu.Lock()
+			delete(c.flights, key)
+			c.flightMu.Unlock()
+			close(f.done)
+		}()
 	}
-	f := &flight{done: make(chan struct{})}
-	c.flights[key] = f
 	c.flightMu.Unlock()
-	f.err = fetch()
-	c.flightMu.Lock()
-	delete(c.flights, key)
-	c.flightMu.Unlock()
-	close(f.done)
-	return f.err
+	select {
+	case <-f.done:
+		return f.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 const whole = -1
@@ -361,13 +387,14 @@ func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 		if size != c.rep.Entry(index).Size {
 			return fmt.Errorf("the source sent %d bytes for %q, its manifest said %d", size, c.rep.Entry(index).Path, c.rep.Entry(index).Size)
 		}
-		// A file an on-demand read is fetching right now is left to it.
-		return c.once(ctx, flightKey{index, whole}, func() error { return c.rep.WriteWhole(index, r) })
+		// The stream must be consumed here, so this write cannot be handed
+		// to once; WriteWhole skips a file a read completed meanwhile.
+		return c.rep.WriteWhole(index, r)
 	})
 }
 
 func (c *Copier) fetchWhole(ctx context.Context, i int) error {
-	return c.once(ctx, flightKey{i, whole}, func() error {
+	return c.once(ctx, flightKey{i, whole}, func(ctx context.Context) error {
 		if c.rep.Done(i) {
 			return nil
 		}
@@ -378,7 +405,7 @@ func (c *Copier) fetchWhole(ctx context.Context, i int) error {
 }
 
 func (c *Copier) fetchChunk(ctx context.Context, i, ch int) error {
-	return c.once(ctx, flightKey{i, ch}, func() error {
+	return c.once(ctx, flightKey{i, ch}, func(ctx context.Context) error {
 		if c.rep.Done(i) {
 			return nil
 		}

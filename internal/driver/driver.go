@@ -19,6 +19,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/cargo-migrate/cargo/internal/export"
 	"github.com/cargo-migrate/cargo/internal/names"
 	"github.com/cargo-migrate/cargo/internal/state"
 )
@@ -28,21 +29,48 @@ import (
 type Driver struct {
 	store    *state.Store
 	mountDir string
+	runDir   string
 	mnt      Mounter
 	log      *slog.Logger
+	cfg      Config
 
 	mu   sync.Mutex
 	vols map[string]*state.Volume
+	// feds holds the running copies of federated volumes not yet settled.
+	feds map[string]*federation
+	// exports holds open exports by export volume name.
+	exports map[string]*openExport
+}
+
+// Config is what the driver is built from.
+type Config struct {
+	Store *state.Store
+	// MountDir is where mountpoints are made (the plugin's propagated
+	// mount); RunDir holds the plugin's private mounts (FUSE views).
+	MountDir, RunDir string
+	Mounter          Mounter
+	Log              *slog.Logger
+	// Exports is the peer service's registry; nil disables exports.
+	Exports *export.Registry
+	// Advertise and Fingerprint are how targets reach and verify this
+	// host's peer service; they go into export tickets.
+	Advertise, Fingerprint string
+	// Passthrough lets the kernel read local files of a federated view
+	// directly.
+	Passthrough bool
 }
 
 var _ volume.Driver = (*Driver)(nil)
 
-// New loads the volumes from store and brings the mount table in line with
-// them: volumes that hold mount references are mounted, nothing else is.
-// mountDir is where mountpoints are made (the plugin's propagated mount).
-func New(store *state.Store, mountDir string, mnt Mounter, log *slog.Logger) (*Driver, error) {
-	if err := os.MkdirAll(mountDir, 0o755); err != nil {
-		return nil, fmt.Errorf("preparing mount directory: %w", err)
+// New loads the volumes from the store and brings the mount table in line
+// with them: volumes that hold mount references are mounted, nothing else
+// is; open exports are served again and unfinished copies resume.
+func New(cfg Config) (*Driver, error) {
+	store, log := cfg.Store, cfg.Log
+	for _, dir := range []string{cfg.MountDir, cfg.RunDir} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("preparing %s: %w", dir, err)
+		}
 	}
 	res, err := store.Load()
 	if err != nil {
@@ -54,11 +82,31 @@ func New(store *state.Store, mountDir string, mnt Mounter, log *slog.Logger) (*D
 	for _, n := range res.Repaired {
 		log.Warn("volume record was unreadable and has been rebuilt; its options are reset", "volume", n)
 	}
-	d := &Driver{store: store, mountDir: mountDir, mnt: mnt, log: log, vols: res.Volumes}
+	d := &Driver{store: store, mountDir: cfg.MountDir, runDir: cfg.RunDir, mnt: cfg.Mounter, log: log, cfg: cfg,
+		vols: res.Volumes, feds: map[string]*federation{}, exports: map[string]*openExport{}}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.resume(); err != nil {
+		return nil, err
+	}
 	if err := d.reconcile(); err != nil {
 		return nil, err
 	}
 	return d, nil
+}
+
+// Close stops background copies; volumes stay as they are on disk.
+func (d *Driver) Close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for name, f := range d.feds {
+		f.stop()
+		delete(d.feds, name)
+	}
+	for name, e := range d.exports {
+		e.close(d)
+		delete(d.exports, name)
+	}
 }
 
 // reconcile runs once at start-up, before the socket is served.
@@ -67,6 +115,15 @@ func (d *Driver) reconcile() error {
 		n, err := d.mnt.Mounts(d.mountpoint(name))
 		if err != nil {
 			return fmt.Errorf("checking mount of volume %q: %w", name, err)
+		}
+		if v.Kind == state.KindFederated && n > 0 {
+			// Its view was served by the process before this one: dead.
+			// Containers still holding it recover on their restart.
+			if err := d.detach(name); err != nil {
+				return err
+			}
+			n = 0
+			d.log.Warn("replaced the federated mount of a previous plugin process; restart containers using it", "volume", name)
 		}
 		switch want := len(v.Mounts) > 0; {
 		case want && n == 0:
@@ -110,6 +167,9 @@ func (d *Driver) attach(name string) error {
 	if err := os.MkdirAll(mp, 0o755); err != nil {
 		return fmt.Errorf("creating mountpoint for volume %q: %w", name, err)
 	}
+	if d.vols[name].Kind == state.KindFederated {
+		return d.attachFederated(name, mp)
+	}
 	return d.mnt.Bind(d.store.DataDir(name), mp)
 }
 
@@ -128,6 +188,9 @@ func (d *Driver) detach(name string) error {
 	if err := os.Remove(mp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing mountpoint of volume %q: %w", name, err)
 	}
+	if f := d.feds[name]; f != nil {
+		return f.releaseLower(d)
+	}
 	return nil
 }
 
@@ -141,7 +204,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := names.ValidateVolume(req.Name); err != nil {
 		return err
 	}
-	opts, err := parseCreateOptions(req.Options)
+	kind, err := kindOf(req.Options)
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", req.Name, err)
 	}
@@ -153,6 +216,16 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		}
 		return fmt.Errorf("volume %q already exists with options %s; remove it first to create it with %s",
 			req.Name, formatOptions(v.Options), formatOptions(req.Options))
+	}
+	switch kind {
+	case state.KindExport:
+		return d.createExport(req.Name, req.Options)
+	case state.KindFederated:
+		return d.createFederated(req.Name, req.Options)
+	}
+	opts, err := parseCreateOptions(req.Options)
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", req.Name, err)
 	}
 	data := d.store.DataDir(req.Name)
 	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
@@ -219,6 +292,18 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	if n := len(v.Mounts); n > 0 {
 		return fmt.Errorf("volume %q is in use (%d mount(s)); stop and remove the containers using it first", req.Name, n)
 	}
+	if ctrl := d.exportOf(req.Name); ctrl != "" {
+		return d.frozenError(req.Name, ctrl, "removed")
+	}
+	switch v.Kind {
+	case state.KindExport:
+		d.closeExport(req.Name)
+	case state.KindFederated:
+		if f := d.feds[req.Name]; f != nil {
+			f.stop()
+			delete(d.feds, req.Name)
+		}
+	}
 	if err := d.detach(req.Name); err != nil {
 		return err
 	}
@@ -238,6 +323,19 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	v, ok := d.vols[req.Name]
 	if !ok {
 		return nil, errNoSuchVolume(req.Name)
+	}
+	if v.Kind == state.KindExport {
+		return nil, fmt.Errorf("volume %q stands for the export of volume %q and holds no data; mount %q itself", req.Name, v.Export.Volume, v.Export.Volume)
+	}
+	if ctrl := d.exportOf(req.Name); ctrl != "" {
+		return nil, d.frozenError(req.Name, ctrl, "mounted")
+	}
+	if len(v.Mounts) == 0 {
+		// A finished copy becomes a plain volume before anyone uses it.
+		if err := d.settleIfReady(req.Name); err != nil {
+			return nil, err
+		}
+		v = d.vols[req.Name]
 	}
 	mp := d.mountpoint(req.Name)
 	n, err := d.mnt.Mounts(mp)
@@ -288,6 +386,11 @@ func (d *Driver) Unmount(req *volume.UnmountRequest) error {
 		d.vols[req.Name] = nv
 	}
 	d.log.Debug("unmounted", "volume", req.Name, "id", req.ID, "refs", len(nv.Mounts))
+	if len(nv.Mounts) == 0 {
+		if err := d.settleIfReady(req.Name); err != nil {
+			d.log.Error("settling the volume failed; it stays federated and settling is retried", "volume", req.Name, "error", err)
+		}
+	}
 	return nil
 }
 
@@ -329,7 +432,7 @@ func (d *Driver) describe(v *state.Volume) *volume.Volume {
 		Name:       v.Name,
 		Mountpoint: d.mountpoint(v.Name),
 		CreatedAt:  v.CreatedAt.Format(time.RFC3339),
-		Status:     map[string]any{"state": string(v.Kind)},
+		Status:     d.status(v),
 	}
 }
 

@@ -44,6 +44,8 @@ func (f *fakeMounter) Unmount(target string) error {
 
 func (f *fakeMounter) Mounts(target string) (int, error) { return f.stack[target], nil }
 
+func (f *fakeMounter) Overlay(_, _, _, target string) error { return f.Bind("", target) }
+
 type fixture struct {
 	root, mountDir string
 	mnt            *fakeMounter
@@ -66,7 +68,8 @@ func (f *fixture) restart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(store, f.mountDir, f.mnt, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := New(Config{Store: store, MountDir: f.mountDir, RunDir: filepath.Join(f.root, "run"), Mounter: f.mnt,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

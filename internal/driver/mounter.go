@@ -14,6 +14,8 @@ type Mounter interface {
 	Bind(source, target string) error
 	// Unmount detaches target; a target that is not mounted is no error.
 	Unmount(target string) error
+	// Overlay mounts an overlayfs of lower and upper at target.
+	Overlay(lower, upper, work, target string) error
 	// Mounts counts the mounts at target (0: not a mount point). One is
 	// expected; detach removes however many there are, so a volume is
 	// never left half-mounted.

@@ -1,6 +1,8 @@
 package driver
 
 import (
+	"github.com/cargo-migrate/cargo/internal/state"
+
 	"fmt"
 	"maps"
 	"slices"
@@ -50,4 +52,30 @@ func parseCreateOptions(opts map[string]string) (createOptions, error) {
 		}
 	}
 	return o, nil
+}
+
+// kindOf tells from the options which kind of volume is asked for:
+// export=VOLUME opens an export, from=TICKET federates a volume from
+// another host, anything else is a local volume.
+func kindOf(opts map[string]string) (state.Kind, error) {
+	_, exp := opts["export"]
+	_, from := opts["from"]
+	switch {
+	case exp && from:
+		return "", fmt.Errorf("options export and from exclude each other")
+	case exp:
+		return state.KindExport, onlyOptions(opts, "export", "to")
+	case from:
+		return state.KindFederated, onlyOptions(opts, "from")
+	}
+	return state.KindLocal, nil
+}
+
+func onlyOptions(opts map[string]string, valid ...string) error {
+	for k := range opts {
+		if !slices.Contains(valid, k) {
+			return fmt.Errorf("unknown option %q with %s=... (valid options: %s)", k, valid[0], strings.Join(valid, ", "))
+		}
+	}
+	return nil
 }

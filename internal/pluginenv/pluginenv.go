@@ -22,6 +22,8 @@ type Config struct {
 	// MountDir is the propagated mount where volumes are mounted for the
 	// engine to see.
 	MountDir string
+	// RunDir holds the plugin's private mounts (FUSE views of sources).
+	RunDir string
 	// Socket is the plugin API socket the engine connects to.
 	Socket string
 	// ListenAddr is the peer service's listen address (host:port).
@@ -39,6 +41,7 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 	c := &Config{
 		StateDir:   or(getenv("CARGO_STATE_DIR"), "/mnt/state/cargo"),
 		MountDir:   or(getenv("CARGO_MOUNT_DIR"), "/mnt/volumes"),
+		RunDir:     or(getenv("CARGO_RUN_DIR"), "/run/cargo"),
 		Socket:     or(getenv("CARGO_SOCKET"), "/run/docker/plugins/cargo.sock"),
 		ListenAddr: or(getenv("LISTEN_ADDR"), fmt.Sprintf(":%d", DefaultPort)),
 	}

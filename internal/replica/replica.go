@@ -7,7 +7,7 @@
 //	data/               the replica: the source tree as far as copied
 //	partial/<index>     a large file being filled chunk by chunk
 //	partial/<index>.log the chunks already in it, appended as they land
-//	partial/<index>.tmp a small file being written whole
+//	partial/<index>.N.tmp a small file being written whole
 //
 // The replica is its own journal. A regular file is complete exactly when
 // it stands at its path in data/ with the manifest's size: it is renamed
@@ -26,6 +26,7 @@ import (
 	"path"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +45,8 @@ const (
 	dataDir    = "data"
 	partialDir = "partial"
 )
+
+var tmpSeq atomic.Uint64
 
 // Replica is one federated volume's local copy.
 type Replica struct {
@@ -301,8 +304,10 @@ func (r *Replica) WriteWhole(i int, src io.Reader) error {
 		_, err := io.Copy(io.Discard, src)
 		return err
 	}
-	tmp := partialPath(i, ".tmp")
-	f, err := r.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	// Unique per write: a background batch and a read may both be
+	// writing this file; whichever renames last replaces identical bytes.
+	tmp := partialPath(i, "."+strconv.FormatUint(tmpSeq.Add(1), 10)+".tmp")
+	f, err := r.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}

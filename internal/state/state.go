@@ -29,8 +29,52 @@ import (
 // Kind says how a volume's data is held.
 type Kind string
 
-// KindLocal is a plain directory on this host.
-const KindLocal Kind = "local"
+// Kinds of volume.
+const (
+	// KindLocal is a plain directory on this host.
+	KindLocal Kind = "local"
+	// KindFederated is being copied from another host: its mount is an
+	// overlay over a read-only view of the source's frozen copy.
+	KindFederated Kind = "federated"
+	// KindExport is not data: it stands for an open export of another
+	// volume to a target host. Creating it opens the export, removing it
+	// ends the export.
+	KindExport Kind = "export"
+)
+
+// ExportRecord is an export volume's state.
+type ExportRecord struct {
+	// Volume is the volume exported.
+	Volume string `json:"volume"`
+	ID     string `json:"id"`
+	// Token is the export's credential. It is kept (not just its hash)
+	// because the export volume's Status hands it to the migration tool.
+	Token       string    `json:"token"`
+	To          string    `json:"to,omitempty"`
+	Ticket      string    `json:"ticket"`
+	CompletedAt time.Time `json:"completed_at,omitzero"`
+	Report      string    `json:"report,omitempty"`
+}
+
+// Open reports whether the export still freezes its volume.
+func (e *ExportRecord) Open() bool { return e.CompletedAt.IsZero() }
+
+// FederationRecord is a federated volume's state.
+type FederationRecord struct {
+	// Ticket reaches the source's export (address, ID, credential,
+	// certificate fingerprint).
+	Ticket      string    `json:"ticket"`
+	Source      string    `json:"source"`
+	FilesTotal  int       `json:"files_total"`
+	BytesTotal  int64     `json:"bytes_total"`
+	StartedAt   time.Time `json:"started_at"`
+	CompletedAt time.Time `json:"completed_at,omitzero"`
+	// Settling is set while the overlay's upper layer is merged into the
+	// replica, so a crash part-way resumes the merge.
+	Settling bool `json:"settling,omitempty"`
+	// Settled: the volume is a plain local volume again.
+	Settled bool `json:"settled,omitempty"`
+}
 
 // Volume is the persisted record of one volume.
 type Volume struct {
@@ -41,6 +85,9 @@ type Volume struct {
 	// Mounts holds the engine's mount IDs that currently hold the volume
 	// mounted. The volume is mounted exactly when this is non-empty.
 	Mounts []string `json:"mounts,omitempty"`
+
+	Export     *ExportRecord     `json:"export,omitempty"`
+	Federation *FederationRecord `json:"federation,omitempty"`
 }
 
 // AddMount records id and reports whether it was new.
@@ -69,6 +116,14 @@ func (v *Volume) Clone() *Volume {
 	c := *v
 	c.Options = maps.Clone(v.Options)
 	c.Mounts = slices.Clone(v.Mounts)
+	if v.Export != nil {
+		e := *v.Export
+		c.Export = &e
+	}
+	if v.Federation != nil {
+		f := *v.Federation
+		c.Federation = &f
+	}
 	return &c
 }
 
@@ -88,8 +143,21 @@ func Open(root string) (*Store, error) {
 // Dir is the directory holding everything of the named volume.
 func (s *Store) Dir(name string) string { return filepath.Join(s.root, "volumes", name) }
 
-// DataDir is the directory holding the named volume's files.
+// DataDir is the directory holding the named volume's files (for a
+// federated volume: its replica).
 func (s *Store) DataDir(name string) string { return filepath.Join(s.Dir(name), "data") }
+
+// UpperDir and WorkDir are a federated volume's overlay directories.
+func (s *Store) UpperDir(name string) string { return filepath.Join(s.Dir(name), "upper") }
+
+// WorkDir is the overlay's work directory, on the same filesystem as upper.
+func (s *Store) WorkDir(name string) string { return filepath.Join(s.Dir(name), "work") }
+
+// ManifestPath holds a federated volume's manifest as received.
+func (s *Store) ManifestPath(name string) string { return filepath.Join(s.Dir(name), "manifest.gz") }
+
+// Root is the state directory.
+func (s *Store) Root() string { return s.root }
 
 func (s *Store) metaPath(name string) string { return filepath.Join(s.Dir(name), "meta.json") }
 

@@ -13,11 +13,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -268,4 +270,53 @@ func (h *Host) Processes(t testing.TB, comm string) []int {
 		}
 	}
 	return pids
+}
+
+var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
+
+// Unique gives a test its own name for a volume or container on h, and
+// removes whatever carries that name when the test ends.
+func (h *Host) Unique(t *testing.T, suffix string) string {
+	t.Helper()
+	n := "t-" + strings.Trim(unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-") + "-" + suffix
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		h.Docker(ctx, "rm", "-f", n)
+		h.Docker(ctx, "volume", "rm", "-f", n)
+	})
+	return n
+}
+
+// Run runs a throwaway container and returns its trimmed output.
+func (h *Host) Run(t testing.TB, args ...string) string {
+	t.Helper()
+	return h.MustDocker(t, append([]string{"run", "--rm"}, args...)...)
+}
+
+// VolumeStatus returns the Status the volume's driver reports.
+func (h *Host) VolumeStatus(t testing.TB, vol string) map[string]any {
+	t.Helper()
+	var st map[string]any
+	out := h.MustDocker(t, "volume", "inspect", "-f", "{{json .Status}}", vol)
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status of %s: %v: %s", vol, err, out)
+	}
+	return st
+}
+
+// StopEngine stops the host's dockerd for good, as if the host were gone.
+func (h *Host) StopEngine(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := h.env.script(ctx, "stop", "-p", h.env.Prefix, h.Name).CombinedOutput(); err != nil {
+		t.Fatalf("stopping engine %s: %v\n%s", h.Name, err, out)
+	}
+}
+
+// Command prepares a command to run inside the host's namespaces, for
+// the caller to start and stop (a packet capture, say).
+func (h *Host) Command(args ...string) *exec.Cmd {
+	return h.env.script(context.Background(), append([]string{"exec", "-p", h.env.Prefix, h.Name}, args...)...)
 }

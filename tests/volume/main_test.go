@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,26 +21,16 @@ func TestMain(m *testing.M) {
 	harness.Main(m, harness.Options{Prefix: "cgvol", Hosts: 2, Registry: true}, &env)
 }
 
-var unsafeChars = regexp.MustCompile(`[^a-z0-9]+`)
-
-// name gives each test its own volume and container names, and removes
-// what it made when the test ends.
+// name gives each test its own volume and container names.
 func name(t *testing.T, h *harness.Host, suffix string) string {
 	t.Helper()
-	n := "t-" + strings.Trim(unsafeChars.ReplaceAllString(strings.ToLower(t.Name()), "-"), "-") + "-" + suffix
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		h.Docker(ctx, "rm", "-f", n)
-		h.Docker(ctx, "volume", "rm", "-f", n)
-	})
-	return n
+	return h.Unique(t, suffix)
 }
 
 // run starts a throwaway container and returns its output.
 func run(t *testing.T, h *harness.Host, args ...string) string {
 	t.Helper()
-	return h.MustDocker(t, append([]string{"run", "--rm"}, args...)...)
+	return h.Run(t, args...)
 }
 
 type inspected struct {

@@ -1,0 +1,221 @@
+package driver
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/peer"
+	"github.com/cargo-migrate/cargo/internal/state"
+)
+
+// openExport is an export being served.
+type openExport struct {
+	ctrl   string
+	volume string
+	exp    *export.Export
+	// view is where a federated volume's merged view is mounted for the
+	// export to read; "" for a local volume.
+	view string
+}
+
+// exportOf returns the export volume that holds name frozen, or "".
+func (d *Driver) exportOf(name string) string {
+	for ctrl, v := range d.vols {
+		if v.Kind == state.KindExport && v.Export.Volume == name && v.Export.Open() {
+			return ctrl
+		}
+	}
+	return ""
+}
+
+func (d *Driver) frozenError(name, ctrl, what string) error {
+	to := d.vols[ctrl].Export.To
+	if to == "" {
+		to = "another host"
+	}
+	return fmt.Errorf("volume %q cannot be %s: it is frozen while it is exported to %s (export volume %q); finish the migration, or remove volume %q to abort the export",
+		name, what, to, ctrl, ctrl)
+}
+
+// createExport opens an export of opts["export"] under the name ctrl.
+func (d *Driver) createExport(ctrl string, opts map[string]string) error {
+	name, to := opts["export"], opts["to"]
+	if d.cfg.Exports == nil {
+		return errors.New("exports are disabled in this plugin")
+	}
+	v, ok := d.vols[name]
+	if !ok {
+		return fmt.Errorf("cannot export volume %q: no such cargo volume", name)
+	}
+	if v.Kind == state.KindExport {
+		return fmt.Errorf("cannot export %q: it is itself an export volume", name)
+	}
+	if n := len(v.Mounts); n > 0 {
+		return fmt.Errorf("cannot export volume %q: it is mounted by %d container(s); stop them first (an export freezes the volume)", name, n)
+	}
+	if other := d.exportOf(name); other != "" {
+		return fmt.Errorf("volume %q is already being exported (export volume %q)", name, other)
+	}
+	if err := d.settleIfReady(name); err != nil {
+		return err
+	}
+	id, err := randomID()
+	if err != nil {
+		return err
+	}
+	token, _, err := peer.NewToken()
+	if err != nil {
+		return err
+	}
+	rec := &state.Volume{
+		Name: ctrl, Kind: state.KindExport, CreatedAt: time.Now().UTC().Truncate(time.Second), Options: maps.Clone(opts),
+		Export: &state.ExportRecord{Volume: name, ID: id, Token: token, To: to,
+			Ticket: peer.Ticket{Addr: d.cfg.Advertise, ExportID: id, Token: token, Fingerprint: d.cfg.Fingerprint}.String()},
+	}
+	oe, err := d.serveExport(rec)
+	if err != nil {
+		return fmt.Errorf("cannot export volume %q: %w", name, err)
+	}
+	if err := os.MkdirAll(d.store.Dir(ctrl), 0o700); err == nil {
+		err = d.store.Save(rec)
+	}
+	if err != nil {
+		oe.close(d)
+		return err
+	}
+	d.vols[ctrl] = rec
+	d.exports[ctrl] = oe
+	files, bytes := oe.exp.Totals()
+	d.log.Info("opened export", "volume", name, "export", ctrl, "to", to, "files", files, "bytes", bytes)
+	return nil
+}
+
+// serveExport reads the frozen volume's tree and makes it reachable
+// through the peer service. Called with d.mu held.
+func (d *Driver) serveExport(rec *state.Volume) (*openExport, error) {
+	name := rec.Export.Volume
+	v, ok := d.vols[name]
+	if !ok {
+		return nil, fmt.Errorf("volume %q is gone", name)
+	}
+	oe := &openExport{ctrl: rec.Name, volume: name}
+	dir := d.store.DataDir(name)
+	if v.Kind == state.KindFederated {
+		// Not all here yet: serve what the container saw, through the
+		// same kind of overlay it used.
+		lower, err := d.federatedLower(name)
+		if err != nil {
+			return nil, err
+		}
+		oe.view = filepath.Join(d.runDir, "export", name)
+		if err := os.MkdirAll(oe.view, 0o700); err != nil {
+			return nil, err
+		}
+		if err := d.mnt.Overlay(lower, d.store.UpperDir(name), d.store.WorkDir(name), oe.view); err != nil {
+			return nil, err
+		}
+		if f := d.feds[name]; f != nil {
+			f.view = oe.view
+		}
+		dir = oe.view
+	}
+	ctrl := rec.Name
+	exp, err := export.Open(context.Background(), rec.Export.ID, rec.Export.Token, dir, func(report string) error {
+		return d.exportCompleted(ctrl, report)
+	})
+	if err != nil {
+		oe.close(d)
+		return nil, err
+	}
+	oe.exp = exp
+	d.cfg.Exports.Add(exp)
+	return oe, nil
+}
+
+// close stops serving; the credential dies with it.
+func (oe *openExport) close(d *Driver) {
+	if oe.exp != nil {
+		d.cfg.Exports.Remove(oe.exp.ID)
+	}
+	if oe.view != "" {
+		if err := d.mnt.Unmount(oe.view); err != nil {
+			d.log.Error("unmounting export view", "error", err)
+		}
+		os.Remove(oe.view)
+		if f := d.feds[oe.volume]; f != nil {
+			f.view = ""
+			if err := f.releaseLower(d); err != nil {
+				d.log.Error("releasing federated view", "error", err)
+			}
+		}
+	}
+}
+
+// closeExport ends the export held by export volume ctrl, if open.
+func (d *Driver) closeExport(ctrl string) {
+	if oe := d.exports[ctrl]; oe != nil {
+		oe.close(d)
+		delete(d.exports, ctrl)
+		if err := d.settleIfReady(oe.volume); err != nil {
+			d.log.Error("settling after the export ended", "volume", oe.volume, "error", err)
+		}
+	}
+}
+
+// exportCompleted runs when the target reports the copy complete: the
+// export closes and the volume is no longer frozen.
+func (d *Driver) exportCompleted(ctrl, report string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	v := d.vols[ctrl]
+	if v == nil || v.Kind != state.KindExport {
+		return errors.New("export closed")
+	}
+	if !v.Export.Open() {
+		return nil
+	}
+	nv := v.Clone()
+	nv.Export.CompletedAt = time.Now().UTC()
+	nv.Export.Report = report
+	if err := d.store.Save(nv); err != nil {
+		return err
+	}
+	d.vols[ctrl] = nv
+	d.log.Info("the target has everything; export closed", "export", ctrl, "volume", nv.Export.Volume, "report", report)
+	d.closeExport(ctrl)
+	return nil
+}
+
+// resumeExports serves again the exports that were open when the plugin
+// stopped. Their trees are frozen, so walking them again gives the same
+// manifest and indexes.
+func (d *Driver) resumeExports() {
+	for ctrl, v := range d.vols {
+		if v.Kind != state.KindExport || !v.Export.Open() || d.cfg.Exports == nil {
+			continue
+		}
+		oe, err := d.serveExport(v)
+		if err != nil {
+			d.log.Error("could not serve an open export again; remove the export volume to unfreeze the volume", "export", ctrl, "error", err)
+			continue
+		}
+		d.exports[ctrl] = oe
+		d.log.Info("serving export again", "export", ctrl, "volume", v.Export.Volume)
+	}
+}
+
+func randomID() (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(b), nil
+}

@@ -1,0 +1,107 @@
+// Package export serves frozen volumes to the hosts they move to. An
+// export is opened for one volume and one target; the peer service finds
+// it by ID and checks the target's credential before anything is read.
+package export
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/cargo-migrate/cargo/internal/manifest"
+	"github.com/cargo-migrate/cargo/internal/peer"
+)
+
+// Export is one volume opened for one target.
+type Export struct {
+	ID        string
+	tokenHash [32]byte
+	root      *os.Root
+	m         *manifest.Manifest
+	encoded   []byte
+	// onComplete is called once when the target reports the copy done.
+	onComplete func(report string) error
+	once       sync.Once
+	err        error
+}
+
+// Open walks the tree under dir into a manifest and prepares to serve it.
+// The tree must not change while the export is open: the caller freezes
+// the volume first. Walking is deterministic, so reopening the same frozen
+// tree after a restart gives every entry the same index.
+func Open(ctx context.Context, id, token, dir string, onComplete func(report string) error) (*Export, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening volume for export: %w", err)
+	}
+	m, err := manifest.Walk(ctx, root)
+	if err != nil {
+		root.Close()
+		return nil, fmt.Errorf("reading the volume's tree: %w", err)
+	}
+	var buf bytes.Buffer
+	if err := manifest.Encode(&buf, m); err != nil {
+		root.Close()
+		return nil, err
+	}
+	return &Export{ID: id, tokenHash: peer.HashToken(token), root: root, m: m, encoded: buf.Bytes(), onComplete: onComplete}, nil
+}
+
+// Totals is what the target will copy.
+func (e *Export) Totals() (files int, bytes int64) { return e.m.Totals() }
+
+// Close releases the export's files.
+func (e *Export) Close() error { return e.root.Close() }
+
+// TokenHash implements peer.Export.
+func (e *Export) TokenHash() [32]byte { return e.tokenHash }
+
+// WriteManifest implements peer.Export.
+func (e *Export) WriteManifest(ctx context.Context, w io.Writer) error {
+	_, err := w.Write(e.encoded)
+	return err
+}
+
+// Open implements peer.Export: the target names files by manifest index,
+// never by path, and the file is opened beneath the volume's root, which
+// no symlink or ".." can leave.
+func (e *Export) Open(ctx context.Context, index int) (peer.File, error) {
+	if index < 0 || index >= len(e.m.Entries) {
+		return nil, fmt.Errorf("no entry %d", index)
+	}
+	ent := &e.m.Entries[index]
+	if ent.Type != manifest.TypeFile {
+		return nil, fmt.Errorf("entry %d is not a regular file", index)
+	}
+	f, err := e.root.Open(ent.Path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %q: %w", ent.Path, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && (!fi.Mode().IsRegular() || fi.Size() != ent.Size) {
+		err = fmt.Errorf("%q changed while exported (%v, %d bytes; the manifest says %d)", ent.Path, fi.Mode().Type(), fi.Size(), ent.Size)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return file{f, ent.Size}, nil
+}
+
+type file struct {
+	*os.File
+	size int64
+}
+
+func (f file) Size() int64 { return f.size }
+
+// Complete implements peer.Export.
+func (e *Export) Complete(ctx context.Context, report string) error {
+	e.once.Do(func() { e.err = e.onComplete(report) })
+	return e.err
+}
+
+var _ peer.Export = (*Export)(nil)
