@@ -19,7 +19,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e demo demo-down vet clean
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e bench demo demo-down vet clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -74,6 +74,9 @@ test-unit: ## Unit tests of pure logic
 
 test-e2e: cli plugin ## Tests on real dockerd engines in network namespaces (root)
 	CARGO_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/...
+
+bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
+	tests/bench/federation.sh
 
 demo: cli plugin ## Start two local engines with cargo and run a container on a cargo volume (root)
 	tests/demo.sh

@@ -32,6 +32,9 @@ type Source interface {
 
 // Options tune the copy.
 type Options struct {
+	// Demand serves on-demand reads; nil means the background Source. A
+	// separate connection keeps a read from queueing behind bulk transfers.
+	Demand Source
 	// Workers is how many background fetches run at once.
 	Workers int
 	// BatchFiles and BatchBytes bound one batch of small files.
@@ -55,6 +58,13 @@ func (o *Options) defaults() {
 	if o.Permanent == nil {
 		o.Permanent = func(error) bool { return false }
 	}
+}
+
+func (c *Copier) demandSource() Source {
+	if c.opts.Demand != nil {
+		return c.opts.Demand
+	}
+	return c.src
 }
 
 // State is where the copy stands.
@@ -260,7 +270,7 @@ func (c *Copier) plan(ctx context.Context, work chan<- func(context.Context) err
 		for _, ch := range p.Missing() {
 			idx, ch := i, ch
 			if err := send(func(ctx context.Context) error {
-				return c.background(ctx, "copying "+e.Path, func() error { return c.fetchChunk(ctx, idx, ch) })
+				return c.background(ctx, "copying "+e.Path, func() error { return c.fetchChunk(ctx, c.src, idx, ch) })
 			}); err != nil {
 				return err
 			}
@@ -393,18 +403,19 @@ func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 	})
 }
 
+// fetchWhole fetches one small file for a read.
 func (c *Copier) fetchWhole(ctx context.Context, i int) error {
 	return c.once(ctx, flightKey{i, whole}, func(ctx context.Context) error {
 		if c.rep.Done(i) {
 			return nil
 		}
-		return c.src.Batch(ctx, []int{i}, func(index int, size int64, r io.Reader) error {
+		return c.demandSource().Batch(ctx, []int{i}, func(index int, size int64, r io.Reader) error {
 			return c.rep.WriteWhole(index, r)
 		})
 	})
 }
 
-func (c *Copier) fetchChunk(ctx context.Context, i, ch int) error {
+func (c *Copier) fetchChunk(ctx context.Context, src Source, i, ch int) error {
 	return c.once(ctx, flightKey{i, ch}, func(ctx context.Context) error {
 		if c.rep.Done(i) {
 			return nil
@@ -420,7 +431,7 @@ func (c *Copier) fetchChunk(ctx context.Context, i, ch int) error {
 			return nil
 		}
 		off, n := p.Range(ch)
-		got, err := c.src.ReadRange(ctx, i, off, n, io.NewOffsetWriter(p.WriterAt(), off))
+		got, err := src.ReadRange(ctx, i, off, n, io.NewOffsetWriter(p.WriterAt(), off))
 		if err != nil {
 			return err
 		}
@@ -494,7 +505,7 @@ func (c *Copier) readPartial(ctx context.Context, i int, p []byte, off int64) (i
 		if part.Has(ch) {
 			continue
 		}
-		if err := c.onDemand(func() error { return c.fetchChunk(ctx, i, ch) }); err != nil {
+		if err := c.onDemand(func() error { return c.fetchChunk(ctx, c.demandSource(), i, ch) }); err != nil {
 			return 0, err
 		}
 	}

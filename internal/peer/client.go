@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -108,6 +109,9 @@ type ClientOptions struct {
 	// Logger receives debug logs; nil discards them. The credential is never
 	// logged.
 	Logger *slog.Logger
+	// BodyIdleTimeout breaks a response body that delivers nothing for
+	// this long, default 20s (see watchdog).
+	BodyIdleTimeout time.Duration
 	// OnRetry, if set, is called with the failure before each retry, so the
 	// caller can show "stalled: <err>". It must not block and may be called
 	// from several goroutines at once.
@@ -165,6 +169,9 @@ func NewClient(t Ticket, opts ClientOptions) (*Client, error) {
 	if opts.DialTimeout <= 0 {
 		opts.DialTimeout = 5 * time.Second
 	}
+	if opts.BodyIdleTimeout <= 0 {
+		opts.BodyIdleTimeout = 20 * time.Second
+	}
 	if opts.ResponseHeaderTimeout <= 0 {
 		opts.ResponseHeaderTimeout = 60 * time.Second
 	}
@@ -188,8 +195,8 @@ func NewClient(t Ticket, opts ClientOptions) (*Client, error) {
 		HTTP2: &http.HTTP2Config{
 			MaxReceiveBufferPerStream:     clientStreamWindow,
 			MaxReceiveBufferPerConnection: clientConnWindow,
-			SendPingTimeout:               15 * time.Second,
-			PingTimeout:                   15 * time.Second,
+			SendPingTimeout:               5 * time.Second,
+			PingTimeout:                   5 * time.Second,
 		},
 	}
 	tr.Protocols = new(http.Protocols)
@@ -558,12 +565,15 @@ func (f *frameReader) Read(p []byte) (int, error) {
 // Range header value.
 func (c *Client) do(ctx context.Context, method, path string, body []byte, rangeHdr string) (*http.Response, error) {
 	ctx = context.WithValue(ctx, attemptsKey{}, new(int))
+	parent := ctx
+	ctx, cancel := context.WithCancel(ctx)
 	var raw any
 	if body != nil {
 		raw = body
 	}
 	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.base+path, raw)
 	if err != nil {
+		cancel()
 		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.ticket.Token)
@@ -575,12 +585,54 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, range
 	}
 	resp, err := c.rc.Do(req)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		cancel()
+		if parent.Err() != nil {
+			return nil, parent.Err()
 		}
 		return nil, fmt.Errorf("connecting to %s: %w", c.where(), err)
 	}
+	resp.Body = newWatchdog(resp.Body, c.opts.BodyIdleTimeout, cancel)
 	return resp, nil
+}
+
+// watchdog breaks a response body that stops delivering: HTTP/1.1 has no
+// pings, so a vanished peer (a cut link sends no reset) would block a read
+// for ever. Only time spent blocked in Read counts, so a slow consumer
+// never trips it. A tripped body reads as broken (io.ErrUnexpectedEOF), so
+// callers resume or retry as after a cut connection.
+type watchdog struct {
+	body    io.ReadCloser
+	idle    time.Duration
+	cancel  context.CancelFunc
+	timer   *time.Timer
+	tripped atomic.Bool
+}
+
+func newWatchdog(body io.ReadCloser, idle time.Duration, cancel context.CancelFunc) *watchdog {
+	w := &watchdog{body: body, idle: idle, cancel: cancel}
+	w.timer = time.AfterFunc(time.Hour, func() {
+		w.tripped.Store(true)
+		cancel()
+	})
+	w.timer.Stop()
+	return w
+}
+
+func (w *watchdog) Read(p []byte) (int, error) {
+	w.timer.Reset(w.idle)
+	n, err := w.body.Read(p)
+	w.timer.Stop()
+	if err != nil && w.tripped.Load() {
+		err = fmt.Errorf("no data for %v: %w", w.idle, io.ErrUnexpectedEOF)
+	}
+	return n, err
+}
+
+func (w *watchdog) Close() error {
+	w.timer.Stop()
+	err := w.body.Close()
+	w.cancel()
+	return err
 }
 
 type attemptsKey struct{}

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Benchmarks cargo's federated volumes on two local engines against
+# baselines run side by side on the same link and data:
+#   1. background copy of many small files and of one large file, against
+#      an rsync daemon;
+#   2. time to first byte of a part of a 1 GiB file not copied yet;
+#   3. reads of data already local through the federated mount, against
+#      reading the same file natively.
+# Prints a Markdown table of the figures and their ratios.
+#
+#   tests/bench/federation.sh [SMALL_FILES] [LARGE_MB]      (root; make plugin first)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+SMALL=${1:-20000}
+LARGE_MB=${2:-1024}
+P=cgbench
+BASE=/var/tmp/$P
+hosts() { "$top/tests/hosts.sh" "$@"; }
+
+command -v rsync >/dev/null || { apt-get update -q >/dev/null; apt-get install -y -q rsync >/dev/null; }
+trap 'hosts down -p $P >/dev/null 2>&1 || true' EXIT
+hosts up -p $P -n 2 >&2
+export DOCKER_CONFIG=$BASE/config
+D1="docker --context $P-h1"
+D2="docker --context $P-h2"
+img=cargo-test/busybox
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# Data on h1: many small files (1-8 KiB) and one large file.
+$D1 volume create -d cargo small >/dev/null
+$D1 volume create -d cargo large >/dev/null
+log "writing $SMALL small files and a $LARGE_MB MiB file"
+$D1 run --rm -v small:/data $img sh -c "i=0; while [ \$i -lt $SMALL ]; do d=/data/d\$((i/1000)); mkdir -p \$d; head -c \$((1024 + (i*7919) % 7168)) /dev/urandom > \$d/f\$i; i=\$((i+1)); done"
+$D1 run --rm -v large:/data $img sh -c "head -c $((LARGE_MB << 20)) /dev/urandom > /data/big"
+voldir() { echo "$BASE/$1/docker/plugins/cargo/volumes/$2/data"; }
+bytes_of() { du -sb --apparent-size "$(voldir h1 "$1")" | cut -f1; }
+
+# Baseline: an rsync daemon on h1 serving the same directories, pulled
+# from h2 (uncompressed, unencrypted: rsync's fastest mode).
+cat >"$BASE/rsyncd.conf" <<EOF
+uid = root
+gid = root
+use chroot = no
+[small]
+path = $(voldir h1 small)
+read only = yes
+[large]
+path = $(voldir h1 large)
+read only = yes
+EOF
+hosts exec -p $P h1 rsync --daemon --no-detach --address=198.18.0.1 --port=8730 --config="$BASE/rsyncd.conf" &
+rsyncd=$!
+for _ in $(seq 100); do hosts exec -p $P h2 rsync rsync://198.18.0.1:8730/ >/dev/null 2>&1 && break; sleep 0.1; done
+
+rsync_pull() {
+	local vol=$1 dst=$BASE/rsync-dst/$1
+	rm -rf "$dst"; mkdir -p "$dst"; sync; echo 3 >/proc/sys/vm/drop_caches
+	local t0; t0=$(now)
+	hosts exec -p $P h2 rsync -a --inplace --whole-file "rsync://198.18.0.1:8730/$vol/" "$dst/"
+	secs "$t0" "$(now)"
+}
+
+# cargo: export on h1, federate on h2, wait for the background copy.
+cargo_pull() {
+	local vol=$1
+	$D2 volume rm -f "$vol" >/dev/null 2>&1 || true
+	$D1 volume rm -f "$vol.x" >/dev/null 2>&1 || true
+	$D1 volume create -d cargo -o export="$vol" -o to=h2 "$vol.x" >/dev/null
+	local ticket; ticket=$($D1 volume inspect -f '{{.Status.ticket}}' "$vol.x")
+	sync; echo 3 >/proc/sys/vm/drop_caches
+	local t0; t0=$(now)
+	$D2 volume create -d cargo -o from="$ticket" "$vol" >/dev/null
+	until [ "$($D2 volume inspect -f '{{.Status.state}}' "$vol")" = complete ]; do sleep 0.05; done
+	secs "$t0" "$(now)"
+}
+
+row() { printf '| %s | %s | %s | %s |\n' "$@"; }
+mbps() { awk -v b="$1" -v s="$2" 'BEGIN { printf "%.1f", b / 1048576 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+declare -A R C
+for vol in small large; do
+	log "rsync daemon: $vol"; R[$vol]=$(rsync_pull $vol)
+	log "cargo: $vol"; C[$vol]=$(cargo_pull $vol)
+done
+kill $rsyncd 2>/dev/null || true
+
+# Time to first byte of a part of the large file not copied yet: a new
+# export, a container holding the volume, reads near the end of the file
+# (the background copy goes front to back) through the mount as the
+# engine sees it.
+log "time to first byte"
+$D2 volume rm -f large >/dev/null; $D1 volume rm -f large.x >/dev/null
+hosts exec -p $P h1 tc qdisc replace dev eth0 root tbf rate 200mbit burst 256k latency 200ms
+$D1 volume create -d cargo -o export=large -o to=h2 large.x >/dev/null
+$D2 volume create -d cargo -o from="$($D1 volume inspect -f '{{.Status.ticket}}' large.x)" large >/dev/null
+$D2 run -d --name holder -v large:/data $img sleep 3600 >/dev/null
+mp=$(hosts exec -p $P h2 sh -c 'ls -d /var/lib/docker/plugins/*/propagated-mount/large')
+ttfb=$(hosts exec -p $P h2 python3 - "$mp/big" "$LARGE_MB" <<'EOF'
+import os, statistics, sys, time
+path, mb = sys.argv[1], int(sys.argv[2])
+samples = []
+for k in range(5):
+    off = (mb - 1 - 40 * k) << 20   # distinct chunks near the end
+    fd = os.open(path, os.O_RDONLY)
+    t = time.perf_counter()
+    os.pread(fd, 1, off)
+    samples.append((time.perf_counter() - t) * 1000)
+    os.close(fd)
+print(f"{statistics.median(samples):.1f} {min(samples):.1f} {max(samples):.1f}")
+EOF
+)
+hosts exec -p $P h1 tc qdisc del dev eth0 root
+until [ "$($D2 volume inspect -f '{{.Status.state}}' large)" = complete ]; do sleep 0.1; done
+
+# Reads of local data through the federated mount (overlay over the FUSE
+# view, kernel passthrough) against the same file read natively.
+log "local reads"
+read_mbs() {
+	hosts exec -p $P h2 python3 - "$1" <<'EOF'
+import os, sys, time
+path = sys.argv[1]
+with open("/proc/sys/vm/drop_caches", "w") as f:
+    f.write("3")
+fd = os.open(path, os.O_RDONLY)
+buf = bytearray(1 << 20)
+t, n = time.perf_counter(), 0
+while True:
+    k = os.readv(fd, [buf])
+    if k == 0:
+        break
+    n += k
+print(f"{n / (time.perf_counter() - t) / 1048576:.0f}")
+EOF
+}
+replica=/var/lib/docker/plugins/cargo/volumes/large/data/big
+native=$(read_mbs $replica)
+fed=$(read_mbs "$mp/big")
+native2=$(read_mbs $replica)
+fed2=$(read_mbs "$mp/big")
+$D2 rm -f holder >/dev/null
+
+sb=$(bytes_of small); lb=$(bytes_of large)
+echo
+echo "Two engines on one machine ($(nproc) cores), linked by a veth bridge; $(date -u +%F)."
+echo
+row "copy" "rsync daemon" "cargo" "cargo / rsync (speed)"
+row "---" "---" "---" "---"
+row "$SMALL small files ($(mbps "$sb" 1) MiB)" "$(printf %.2f "${R[small]}") s, $(mbps "$sb" "${R[small]}") MiB/s" \
+	"$(printf %.2f "${C[small]}") s, $(mbps "$sb" "${C[small]}") MiB/s" "$(ratio "${R[small]}" "${C[small]}")"
+row "one $LARGE_MB MiB file" "$(printf %.2f "${R[large]}") s, $(mbps "$lb" "${R[large]}") MiB/s" \
+	"$(printf %.2f "${C[large]}") s, $(mbps "$lb" "${C[large]}") MiB/s" "$(ratio "${R[large]}" "${C[large]}")"
+echo
+read -r med lo hi <<<"$ttfb"
+echo "Time to first byte of a not-yet-copied part of a $LARGE_MB MiB file (link limited to 200 Mbit/s): median $med ms (min $lo, max $hi, 5 reads)."
+echo
+row "read of local data, cold cache" "native" "federated mount" "federated / native"
+row "---" "---" "---" "---"
+row "$LARGE_MB MiB file, run 1" "$native MiB/s" "$fed MiB/s" "$(ratio "$fed" "$native")"
+row "$LARGE_MB MiB file, run 2" "$native2 MiB/s" "$fed2 MiB/s" "$(ratio "$fed2" "$native2")"
