@@ -59,6 +59,10 @@ ensure_packages() {
 	command -v busybox >/dev/null || [ -x /bin/busybox ] || missing+=(busybox-static)
 	command -v ip >/dev/null || missing+=(iproute2)
 	command -v nsenter >/dev/null || missing+=(util-linux)
+	# The federation tests probe the peer service and capture the link.
+	command -v curl >/dev/null || missing+=(curl)
+	command -v tcpdump >/dev/null || missing+=(tcpdump)
+	command -v tc >/dev/null || missing+=(iproute2)
 	if [ "$REGISTRY" = 1 ] && ! command -v docker-registry >/dev/null; then
 		missing+=(docker-registry)
 	fi

@@ -1,11 +1,14 @@
 // Package copier fills a federated volume's replica from the source host:
 // in the background, file after file with bounded concurrency, and on
 // demand when the container reads a file that is not local yet. On-demand
-// fetches go first; the background copy waits while any is in flight. Both
-// paths share one fetch of any file or chunk, so nothing is fetched twice.
+// fetches go first; the background copy waits while any is in flight. Reads
+// share one fetch of a file or chunk with each other and with the
+// background's chunks; a small file a read fetches while a background batch
+// streams it may cross the wire twice, and lands once.
 package copier
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -501,13 +504,30 @@ func (c *Copier) readPartial(ctx context.Context, i int, p []byte, off int64) (i
 	}
 	size := c.rep.Entry(i).Size
 	end := min(off+int64(len(p)), size)
+	var missing []int
 	for ch := int(off / replica.ChunkSize); int64(ch)*replica.ChunkSize < end; ch++ {
-		if part.Has(ch) {
-			continue
+		if !part.Has(ch) {
+			missing = append(missing, ch)
 		}
-		if err := c.onDemand(func() error { return c.fetchChunk(ctx, c.demandSource(), i, ch) }); err != nil {
+	}
+	if len(missing) > 0 {
+		// The first byte should not wait for whole chunks: fetch just the
+		// bytes asked for and hand them over, while the chunks they belong
+		// to are fetched (once, ahead of the background copy) for the
+		// reads that follow.
+		for _, ch := range missing {
+			go c.onDemand(func() error { return c.fetchChunk(c.ctx, c.demandSource(), i, ch) })
+		}
+		var buf bytes.Buffer
+		buf.Grow(int(end - off))
+		if _, err := c.demandSource().ReadRange(ctx, i, off, end-off, &buf); err != nil && err != io.EOF {
 			return 0, err
 		}
+		n := copy(p, buf.Bytes())
+		if off+int64(n) == size {
+			return n, io.EOF
+		}
+		return n, nil
 	}
 	n, err := part.ReadAt(p[:end-off], off)
 	if err == nil && end == size {

@@ -95,17 +95,21 @@ func New(cfg Config) (*Driver, error) {
 	return d, nil
 }
 
-// Close stops background copies; volumes stay as they are on disk.
+// Close stops background copies and exports as the plugin exits.
+// Mounts are left alone: a FUSE view cannot be unmounted under an overlay
+// a container still uses (the unmount would wait for the container), and
+// the process's exit ends it anyway; the next start reconciles.
 func (d *Driver) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, f := range d.feds {
-		f.stop()
-		delete(d.feds, name)
+	for _, f := range d.feds {
+		f.cancel()
+		f.cop.Close()
 	}
-	for name, e := range d.exports {
-		e.close(d)
-		delete(d.exports, name)
+	for _, e := range d.exports {
+		if e.exp != nil {
+			d.cfg.Exports.Remove(e.exp.ID)
+		}
 	}
 }
 

@@ -75,10 +75,13 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 	if err != nil {
 		return err
 	}
+	ticket := peer.Ticket{Addr: d.cfg.Advertise, ExportID: id, Token: token, Fingerprint: d.cfg.Fingerprint}
+	if err := ticket.Validate(); err != nil {
+		return fmt.Errorf("cannot export volume %q: this host's address for other hosts is unusable (%w); set it with `docker plugin set cargo ADVERTISE_ADDR=<ip>`", name, err)
+	}
 	rec := &state.Volume{
 		Name: ctrl, Kind: state.KindExport, CreatedAt: time.Now().UTC().Truncate(time.Second), Options: maps.Clone(opts),
-		Export: &state.ExportRecord{Volume: name, ID: id, Token: token, To: to,
-			Ticket: peer.Ticket{Addr: d.cfg.Advertise, ExportID: id, Token: token, Fingerprint: d.cfg.Fingerprint}.String()},
+		Export: &state.ExportRecord{Volume: name, ID: id, Token: token, To: to, Ticket: ticket.String()},
 	}
 	oe, err := d.serveExport(rec)
 	if err != nil {

@@ -7,9 +7,10 @@ import (
 )
 
 // overlayOptions: no index, redirects or metacopy, so every file the
-// container changed is whole in the upper layer and a rename of a lower
-// directory is a copy; that is what lets settling merge upper into the
-// replica with plain renames. xino off: the lower is FUSE.
+// container changed is whole in the upper layer (renaming a directory that
+// came from the lower layer fails with EXDEV and mv copies it instead);
+// that is what lets settling merge upper into the replica with plain
+// renames. xino off: the lower is FUSE.
 const overlayOptions = "index=off,redirect_dir=off,metacopy=off,xino=off"
 
 // Overlay mounts an overlayfs at target.

@@ -25,11 +25,13 @@ func (d *Driver) status(v *state.Volume) map[string]any {
 	return st
 }
 
+// rfc3339 formats times in RFC 3339 with milliseconds, enough to time a
+// copy from its own timestamps.
 func rfc3339(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.UTC().Format(time.RFC3339)
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
 func (d *Driver) federationStatus(v *state.Volume, fr *state.FederationRecord, st map[string]any) {

@@ -24,8 +24,8 @@ type Export struct {
 	encoded   []byte
 	// onComplete is called once when the target reports the copy done.
 	onComplete func(report string) error
-	once       sync.Once
-	err        error
+	mu         sync.Mutex
+	completed  bool
 }
 
 // Open walks the tree under dir into a manifest and prepares to serve it.
@@ -98,10 +98,19 @@ type file struct {
 
 func (f file) Size() int64 { return f.size }
 
-// Complete implements peer.Export.
+// Complete implements peer.Export. Clients retry, so a repeated report
+// succeeds, and a failed one runs again.
 func (e *Export) Complete(ctx context.Context, report string) error {
-	e.once.Do(func() { e.err = e.onComplete(report) })
-	return e.err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.completed {
+		return nil
+	}
+	if err := e.onComplete(report); err != nil {
+		return err
+	}
+	e.completed = true
+	return nil
 }
 
 var _ peer.Export = (*Export)(nil)

@@ -218,10 +218,20 @@ func toErrno(err error) syscall.Errno {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return syscall.EINTR
-	case errors.As(err, &errno) && errno != syscall.ENOENT:
-		// ENOENT would claim a listed file does not exist; it is an
-		// I/O failure of the backend like any other.
+	case errors.As(err, &errno) && localErrno(errno):
 		return errno
 	}
 	return syscall.EIO
+}
+
+// localErrno reports errnos that mean the same to a reader as to the
+// backend (space, permissions, limits). Network errnos from fetching
+// (ECONNREFUSED, EHOSTUNREACH, ...) and ENOENT (which would claim a
+// listed file does not exist) are I/O errors to a reader.
+func localErrno(e syscall.Errno) bool {
+	switch e {
+	case syscall.ENOSPC, syscall.EDQUOT, syscall.EACCES, syscall.EPERM, syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.EROFS:
+		return true
+	}
+	return false
 }

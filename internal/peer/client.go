@@ -103,8 +103,9 @@ type ClientOptions struct {
 	// DialTimeout bounds connecting, default 5s.
 	DialTimeout time.Duration
 	// ResponseHeaderTimeout bounds the wait for a response's headers, default
-	// 60s. Bodies are not bounded in time (they may be large); dead
-	// connections are found by HTTP/2 pings instead.
+	// 60s. Bodies are not bounded in time (they may be large); a body that
+	// stops delivering is broken by BodyIdleTimeout, and dead HTTP/2
+	// connections are found by pings.
 	ResponseHeaderTimeout time.Duration
 	// Logger receives debug logs; nil discards them. The credential is never
 	// logged.

@@ -205,6 +205,9 @@ func (r *Replica) Skeleton() error {
 			if err == nil {
 				err = r.root.Chmod(p, fileMode(e)) // after chown, which clears set-id bits
 			}
+			if err == nil && len(e.Xattrs) > 0 {
+				err = r.dirXattrs(p, e)
+			}
 		case manifest.TypeSymlink:
 			if err = r.root.Symlink(e.Target, p); errors.Is(err, fs.ErrExist) {
 				continue
@@ -220,6 +223,36 @@ func (r *Replica) Skeleton() error {
 		}
 		if err != nil {
 			return fmt.Errorf("creating %q: %w", e.Path, err)
+		}
+	}
+	return r.relink()
+}
+
+// relink gives complete hard-linked files the names a crash between their
+// rename and their links left out.
+func (r *Replica) relink() error {
+	for i := range r.m.Entries {
+		e := &r.m.Entries[i]
+		if e.LinkTo == manifest.NoLink || !r.Done(e.LinkTo) {
+			continue
+		}
+		err := r.root.Link(dataPath(&r.m.Entries[e.LinkTo]), dataPath(e))
+		if err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("linking %q: %w", e.Path, err)
+		}
+	}
+	return nil
+}
+
+func (r *Replica) dirXattrs(p string, e *manifest.Entry) error {
+	d, err := r.root.Open(p)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	for k, v := range e.Xattrs {
+		if err := unix.Fsetxattr(int(d.Fd()), k, v, 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+			return fmt.Errorf("setting xattr %s: %w", k, err)
 		}
 	}
 	return nil

@@ -186,3 +186,44 @@ func TestOpenLocalFollowsHardLinks(t *testing.T) {
 	}
 	f.Close()
 }
+
+// A crash after a hard-linked file was renamed into place but before its
+// other names were linked is mended at the next start; directory xattrs
+// are kept.
+func TestSkeletonMendsLinksAndKeepsDirXattrs(t *testing.T) {
+	dir := t.TempDir()
+	m := testManifest()
+	m.Entries[1].Xattrs = map[string][]byte{"user.dir": []byte("d")}
+	r, err := Open(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.WriteWhole(2, bytes.NewReader(make([]byte, 1000))); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	link := filepath.Join(dir, "data", "link")
+	if err := os.Remove(link); err != nil { // as if the crash came before the link
+		t.Fatal(err)
+	}
+	r, err = Open(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Stat(filepath.Join(dir, "data", "dir", "small"))
+	b, err := os.Stat(link)
+	if err != nil || !os.SameFile(a, b) {
+		t.Fatalf("link not mended: %v", err)
+	}
+	buf := make([]byte, 8)
+	if n, err := syscall.Getxattr(filepath.Join(dir, "data", "dir"), "user.dir", buf); err != nil || string(buf[:n]) != "d" {
+		t.Fatalf("directory xattr: %v %q", err, buf[:n])
+	}
+}

@@ -90,6 +90,7 @@ func TestFederatedVolumeEndToEnd(t *testing.T) {
 	src.MustDocker(t, "volume", "rm", ctrl)
 	src.MustDocker(t, "volume", "rm", vol)
 	src.StopEngine(t)
+	t.Cleanup(func() { src.RestartEngine(t) }) // for the tests after this one
 	dst.MustDocker(t, "restart", "-t", "1", app)
 	sameListing(t, "the volume without its source host", dst.MustDocker(t, "exec", app, "sh", "-c", listScript), want)
 	if st := dst.VolumeStatus(t, vol); st["state"] != "complete" {
@@ -199,4 +200,35 @@ func TestTargetEngineRestartMidCopy(t *testing.T) {
 	dst.MustDocker(t, "rm", "-f", app)
 	got := listing(t, dst, vol)
 	sameListing(t, "the volume after the target engine restarted", strings.Replace(got, "./target-log|regular file|644|0:0|1|"+md5hex("before-restart\nbefore-restart\n")+"\n", "", 1), want)
+}
+
+// A volume moves on again before its first copy finished (h1 to h2 to
+// h3): h2 exports what its container saw, its merged view, and reads of
+// what h2 lacks go on to h1.
+func TestSecondMoveBeforeFirstCompletes(t *testing.T) {
+	h1, h2, h3 := env.Hosts[0], env.Hosts[1], env.Hosts[2]
+	vol, _ := source(t, h1, 100)
+	throttle(t, h1, "100mbit")
+	ctrl1 := federate(t, h1, h2, vol)
+	h2.Run(t, "-v", vol+":/data", env.Image, "sh", "-ec", mutations)
+	midCopy(t, h2, vol)
+
+	ctrl2 := federate(t, h2, h3, vol)
+	if st := h2.VolumeStatus(t, vol); st["state"] != "exporting" || st["to"] != h3.Context {
+		t.Fatalf("h2 while exporting: %v", st)
+	}
+	during := listing(t, h3, vol)
+
+	waitState(t, h3, vol, "complete", 3*time.Minute)
+	waitState(t, h2, ctrl2, "complete", time.Minute)
+	waitState(t, h1, ctrl1, "complete", 3*time.Minute)
+	// Every host now agrees, the first source with the same changes made.
+	h1.Run(t, "-v", vol+":/data", env.Image, "sh", "-ec", mutations)
+	want := listing(t, h1, vol)
+	sameListing(t, "h3 during its copy", during, want)
+	sameListing(t, "h3 after its copy", listing(t, h3, vol), want)
+	sameListing(t, "h2 after both copies", listing(t, h2, vol), want)
+	if st := h2.VolumeStatus(t, vol); st["state"] != "complete" {
+		t.Fatalf("h2 after both copies: %v", st)
+	}
 }

@@ -72,6 +72,7 @@ func federate(t *testing.T, src, dst *harness.Host, vol string) (ctrl string) {
 	t.Helper()
 	ctrl, ticket := export(t, src, dst, vol)
 	dst.MustDocker(t, "volume", "create", "-d", "cargo", "-o", "from="+ticket, vol)
+	t.Cleanup(func() { dst.Docker(ctxT(t), "volume", "rm", "-f", vol) })
 	return ctrl
 }
 
