@@ -63,7 +63,9 @@ rsync_pull() {
 	secs "$t0" "$(now)"
 }
 
-# cargo: export on h1, federate on h2, wait for the background copy.
+# cargo: export on h1, federate on h2, and time the copy by the target's
+# own completed_at, polling gently: a docker CLI call costs CPU the copy
+# needs on a small machine.
 cargo_pull() {
 	local vol=$1
 	$D2 volume rm -f "$vol" >/dev/null 2>&1 || true
@@ -73,8 +75,9 @@ cargo_pull() {
 	sync; echo 3 >/proc/sys/vm/drop_caches
 	local t0; t0=$(now)
 	$D2 volume create -d cargo -o from="$ticket" "$vol" >/dev/null
-	until [ "$($D2 volume inspect -f '{{.Status.state}}' "$vol")" = complete ]; do sleep 0.05; done
-	secs "$t0" "$(now)"
+	until [ "$($D2 volume inspect -f '{{.Status.state}}' "$vol")" = complete ]; do sleep 0.5; done
+	local done; done=$($D2 volume inspect -f '{{.Status.completed_at}}' "$vol")
+	secs "$t0" "$(date -d "$done" +%s.%N)"
 }
 
 row() { printf '| %s | %s | %s | %s |\n' "$@"; }
@@ -89,12 +92,11 @@ done
 kill $rsyncd 2>/dev/null || true
 
 # Time to first byte of a part of the large file not copied yet: a new
-# export, a container holding the volume, reads near the end of the file
-# (the background copy goes front to back) through the mount as the
-# engine sees it.
+# export, a container holding the volume, and reads of the file's last
+# chunks (the background copy goes front to back) through the mount as
+# the engine sees it, on the plain link.
 log "time to first byte"
 $D2 volume rm -f large >/dev/null; $D1 volume rm -f large.x >/dev/null
-hosts exec -p $P h1 tc qdisc replace dev eth0 root tbf rate 200mbit burst 256k latency 200ms
 $D1 volume create -d cargo -o export=large -o to=h2 large.x >/dev/null
 $D2 volume create -d cargo -o from="$($D1 volume inspect -f '{{.Status.ticket}}' large.x)" large >/dev/null
 $D2 run -d --name holder -v large:/data $img sleep 3600 >/dev/null
@@ -104,7 +106,7 @@ import os, statistics, sys, time
 path, mb = sys.argv[1], int(sys.argv[2])
 samples = []
 for k in range(5):
-    off = (mb - 1 - 40 * k) << 20   # distinct chunks near the end
+    off = (mb - 1 - 4 * k) << 20   # the last five 4 MiB chunks
     fd = os.open(path, os.O_RDONLY)
     t = time.perf_counter()
     os.pread(fd, 1, off)
@@ -113,8 +115,8 @@ for k in range(5):
 print(f"{statistics.median(samples):.1f} {min(samples):.1f} {max(samples):.1f}")
 EOF
 )
-hosts exec -p $P h1 tc qdisc del dev eth0 root
-until [ "$($D2 volume inspect -f '{{.Status.state}}' large)" = complete ]; do sleep 0.1; done
+copied_then=$($D2 volume inspect -f '{{.Status.bytes_copied}}' large)
+until [ "$($D2 volume inspect -f '{{.Status.state}}' large)" = complete ]; do sleep 0.5; done
 
 # Reads of local data through the federated mount (overlay over the FUSE
 # view, kernel passthrough) against the same file read natively.
@@ -155,7 +157,7 @@ row "one $LARGE_MB MiB file" "$(printf %.2f "${R[large]}") s, $(mbps "$lb" "${R[
 	"$(printf %.2f "${C[large]}") s, $(mbps "$lb" "${C[large]}") MiB/s" "$(ratio "${R[large]}" "${C[large]}")"
 echo
 read -r med lo hi <<<"$ttfb"
-echo "Time to first byte of a not-yet-copied part of a $LARGE_MB MiB file (link limited to 200 Mbit/s): median $med ms (min $lo, max $hi, 5 reads)."
+echo "Time to first byte of the last chunks of a $LARGE_MB MiB file not copied yet (the copy had $(mbps "$(printf %.0f "$copied_then")" 1) MiB when asked): median $med ms (min $lo, max $hi, 5 reads)."
 echo
 row "read of local data, cold cache" "native" "federated mount" "federated / native"
 row "---" "---" "---" "---"
