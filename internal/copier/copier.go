@@ -402,7 +402,7 @@ func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 		}
 		// The stream must be consumed here, so this write cannot be handed
 		// to once; WriteWhole skips a file a read completed meanwhile.
-		return c.rep.WriteWhole(index, r)
+		return c.rep.WriteWhole(index, replica.Background, r)
 	})
 }
 
@@ -413,7 +413,7 @@ func (c *Copier) fetchWhole(ctx context.Context, i int) error {
 			return nil
 		}
 		return c.demandSource().Batch(ctx, []int{i}, func(index int, size int64, r io.Reader) error {
-			return c.rep.WriteWhole(index, r)
+			return c.rep.WriteWhole(index, replica.OnDemand, r)
 		})
 	})
 }

@@ -7,7 +7,7 @@
 //	data/               the replica: the source tree as far as copied
 //	partial/<index>     a large file being filled chunk by chunk
 //	partial/<index>.log the chunks already in it, appended as they land
-//	partial/<index>.N.tmp a small file being written whole
+//	data/DIR/.cargo-tmp-<index>-<b|d>  a small file being written whole
 //
 // The replica is its own journal. A regular file is complete exactly when
 // it stands at its path in data/ with the manifest's size: it is renamed
@@ -26,7 +26,6 @@ import (
 	"path"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -46,8 +45,6 @@ const (
 	partialDir = "partial"
 )
 
-var tmpSeq atomic.Uint64
-
 // Replica is one federated volume's local copy.
 type Replica struct {
 	root *os.Root // the volume's directory
@@ -55,6 +52,8 @@ type Replica struct {
 
 	totalFiles int
 	totalBytes int64
+
+	dirs dirCache
 
 	mu    sync.Mutex
 	done  []bool           // per entry: content complete in data/
@@ -92,6 +91,7 @@ func (r *Replica) Close() error {
 		p.close()
 	}
 	r.parts = map[int]*Partial{}
+	r.dirs.close()
 	return r.root.Close()
 }
 
@@ -122,6 +122,12 @@ func (r *Replica) scan() error {
 			r.files++
 			r.bytes += e.Size
 			continue
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			// A crash may have left a writer's temporary file.
+			for _, w := range []Writer{Background, OnDemand} {
+				r.root.Remove(path.Join(path.Dir(dataPath(e)), tmpName(i, w)))
+			}
 		}
 		if e.Size >= LargeFile {
 			chunks, err := readLog(r.root, i)
@@ -328,43 +334,72 @@ func fileMode(e *manifest.Entry) os.FileMode {
 	return m
 }
 
+// Writer says who writes a whole file. The background copy and on-demand
+// reads may write the same file at the same time, each under its own
+// temporary name; whichever renames last replaces identical bytes.
+type Writer byte
+
+// Writers of whole files.
+const (
+	Background Writer = 'b'
+	OnDemand   Writer = 'd'
+)
+
+// tmpName is where a writer writes entry i's content, in the directory it
+// goes to: renaming within one directory is the cheapest commit, and the
+// name is fixed so that a start sweeps what a crash left.
+func tmpName(i int, w Writer) string { return ".cargo-tmp-" + strconv.Itoa(i) + "-" + string(w) }
+
 // WriteWhole stores entry i's whole content from src, which must hold
 // exactly the manifest's size, and places it (and its hard links) in the
-// replica. A failure leaves nothing in data/.
-func (r *Replica) WriteWhole(i int, src io.Reader) error {
+// replica. A failure leaves nothing in data/. This is the small-file hot
+// path: it works relative to a cached descriptor of the file's directory,
+// so a file costs one open, its writes, three metadata calls and a rename.
+func (r *Replica) WriteWhole(i int, w Writer, src io.Reader) error {
 	e := &r.m.Entries[i]
 	if r.Done(i) {
 		_, err := io.Copy(io.Discard, src)
 		return err
 	}
-	// Unique per write: a background batch and a read may both be
-	// writing this file; whichever renames last replaces identical bytes.
-	tmp := partialPath(i, "."+strconv.FormatUint(tmpSeq.Add(1), 10)+".tmp")
-	f, err := r.root.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	dir, release, err := r.dirs.get(r.root, path.Dir(dataPath(e)))
 	if err != nil {
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}
+	defer release()
+	dfd := int(dir.Fd())
+	tmp := tmpName(i, w)
+	fd, err := unix.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing %q: %w", e.Path, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
 	n, err := io.Copy(f, io.LimitReader(src, e.Size+1))
 	if err == nil && n != e.Size {
 		err = fmt.Errorf("the source sent %d bytes, the manifest says %d", n, e.Size)
 	}
 	if err == nil {
-		err = r.commit(i, f, tmp, true)
-	} else {
-		f.Close()
+		err = setMeta(f, e)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = unix.Renameat(dfd, tmp, dfd, path.Base(e.Path))
 	}
 	if err != nil {
-		r.root.Remove(tmp)
+		unix.Unlinkat(dfd, tmp, 0)
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}
+	if err := r.linkOthers(i); err != nil {
+		return err
+	}
+	r.markDone(i, true)
 	return nil
 }
 
-// commit applies metadata to a finished file, renames it into place,
-// links its other names and records it as complete; countBytes adds its
-// size to the progress (chunked files were counted chunk by chunk). f is
-// closed.
-func (r *Replica) commit(i int, f *os.File, from string, countBytes bool) error {
+// commit applies metadata to a finished large file, renames it into
+// place, links its other names and records it as complete. f is closed.
+func (r *Replica) commit(i int, f *os.File, from string) error {
 	e := &r.m.Entries[i]
 	err := setMeta(f, e)
 	if cerr := f.Close(); err == nil {
@@ -385,6 +420,16 @@ func (r *Replica) commit(i int, f *os.File, from string, countBytes bool) error 
 	} else if err != nil {
 		return err
 	}
+	if err := r.linkOthers(i); err != nil {
+		return err
+	}
+	r.markDone(i, false) // its bytes were counted chunk by chunk
+	return nil
+}
+
+// linkOthers gives a complete file its other hard-linked names.
+func (r *Replica) linkOthers(i int) error {
+	e := &r.m.Entries[i]
 	for j := i + 1; j < len(r.m.Entries) && e.Nlink > 1; j++ {
 		if r.m.Entries[j].LinkTo == i {
 			p := dataPath(&r.m.Entries[j])
@@ -393,16 +438,20 @@ func (r *Replica) commit(i int, f *os.File, from string, countBytes bool) error 
 			}
 		}
 	}
+	return nil
+}
+
+// markDone records entry i as complete; countBytes adds its size.
+func (r *Replica) markDone(i int, countBytes bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if !r.done[i] {
 		r.done[i] = true
 		r.files++
 		if countBytes {
-			r.bytes += e.Size
+			r.bytes += r.m.Entries[i].Size
 		}
 	}
-	r.mu.Unlock()
-	return nil
 }
 
 func setMeta(f *os.File, e *manifest.Entry) error {
@@ -582,7 +631,7 @@ func (p *Partial) finish() error {
 	p.log.Close()
 	p.rw.Lock()
 	p.finished = true
-	err := r.commit(p.index, p.f, partialPath(p.index, ""), false)
+	err := r.commit(p.index, p.f, partialPath(p.index, ""))
 	p.rw.Unlock()
 	if err != nil {
 		return fmt.Errorf("completing %q: %w", r.m.Entries[p.index].Path, err)

@@ -63,13 +63,13 @@ func TestWholeChunksAndResume(t *testing.T) {
 		t.Fatalf("skeleton is not idempotent: %v", err)
 	}
 	// A short source must not produce a complete file.
-	if err := r.WriteWhole(2, bytes.NewReader(small[:10])); err == nil {
+	if err := r.WriteWhole(2, Background, bytes.NewReader(small[:10])); err == nil {
 		t.Fatal("short content accepted")
 	}
 	if r.Done(2) {
 		t.Fatal("short file counted done")
 	}
-	if err := r.WriteWhole(2, bytes.NewReader(small)); err != nil {
+	if err := r.WriteWhole(2, Background, bytes.NewReader(small)); err != nil {
 		t.Fatal(err)
 	}
 	// Two of three chunks of the large file, then a "crash".
@@ -114,7 +114,7 @@ func TestWholeChunksAndResume(t *testing.T) {
 	if err := p.MarkChunk(1); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.WriteWhole(7, bytes.NewReader(nil)); err != nil {
+	if err := r.WriteWhole(7, Background, bytes.NewReader(nil)); err != nil {
 		t.Fatal(err)
 	}
 	if !r.Complete() {
@@ -177,7 +177,7 @@ func TestOpenLocalFollowsHardLinks(t *testing.T) {
 	if _, ok, _ := r.OpenLocal(4); ok {
 		t.Fatal("link local before its content")
 	}
-	if err := r.WriteWhole(2, bytes.NewReader(make([]byte, 1000))); err != nil {
+	if err := r.WriteWhole(2, Background, bytes.NewReader(make([]byte, 1000))); err != nil {
 		t.Fatal(err)
 	}
 	f, ok, err := r.OpenLocal(4)
@@ -201,7 +201,7 @@ func TestSkeletonMendsLinksAndKeepsDirXattrs(t *testing.T) {
 	if err := r.Skeleton(); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.WriteWhole(2, bytes.NewReader(make([]byte, 1000))); err != nil {
+	if err := r.WriteWhole(2, Background, bytes.NewReader(make([]byte, 1000))); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
