@@ -9,8 +9,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
+	"strings"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/cargo-migrate/cargo/internal/dircache"
 	"github.com/cargo-migrate/cargo/internal/manifest"
 	"github.com/cargo-migrate/cargo/internal/peer"
 )
@@ -26,6 +31,8 @@ type Export struct {
 	onComplete func(report string) error
 	mu         sync.Mutex
 	completed  bool
+
+	dirs dircache.Cache
 }
 
 // Open walks the tree under dir into a manifest and prepares to serve it.
@@ -54,7 +61,10 @@ func Open(ctx context.Context, id, token, dir string, onComplete func(report str
 func (e *Export) Totals() (files int, bytes int64) { return e.m.Totals() }
 
 // Close releases the export's files.
-func (e *Export) Close() error { return e.root.Close() }
+func (e *Export) Close() error {
+	e.dirs.Close()
+	return e.root.Close()
+}
 
 // TokenHash implements peer.Export.
 func (e *Export) TokenHash() [32]byte { return e.tokenHash }
@@ -76,7 +86,7 @@ func (e *Export) Open(ctx context.Context, index int) (peer.File, error) {
 	if ent.Type != manifest.TypeFile {
 		return nil, fmt.Errorf("entry %d is not a regular file", index)
 	}
-	f, err := e.root.Open(ent.Path)
+	f, err := e.openFile(ent.Path)
 	if err != nil {
 		return nil, fmt.Errorf("opening %q: %w", ent.Path, err)
 	}
@@ -89,6 +99,27 @@ func (e *Export) Open(ctx context.Context, index int) (peer.File, error) {
 		return nil, err
 	}
 	return file{f, ent.Size}, nil
+}
+
+// openFile opens a regular file relative to its directory's cached
+// descriptor (which came through the os.Root), without following a
+// symlink in the last component.
+func (e *Export) openFile(p string) (*os.File, error) {
+	dir, base := path.Split(p)
+	name := strings.TrimSuffix(dir, "/")
+	if name == "" {
+		name = "."
+	}
+	d, release, err := e.dirs.Get(e.root, name)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	fd, err := unix.Openat(int(d.Fd()), base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), p), nil
 }
 
 type file struct {

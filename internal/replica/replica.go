@@ -30,6 +30,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cargo-migrate/cargo/internal/dircache"
 	"github.com/cargo-migrate/cargo/internal/manifest"
 )
 
@@ -53,7 +54,7 @@ type Replica struct {
 	totalFiles int
 	totalBytes int64
 
-	dirs dirCache
+	dirs dircache.Cache // Create: a read may come before Skeleton
 
 	mu    sync.Mutex
 	done  []bool           // per entry: content complete in data/
@@ -75,6 +76,7 @@ func Open(dir string, m *manifest.Manifest) (*Replica, error) {
 		return nil, fmt.Errorf("opening replica: %w", err)
 	}
 	r := &Replica{root: root, m: m, done: make([]bool, len(m.Entries)), parts: map[int]*Partial{}}
+	r.dirs.Create = true
 	r.totalFiles, r.totalBytes = m.Totals()
 	if err := r.scan(); err != nil {
 		root.Close()
@@ -91,7 +93,7 @@ func (r *Replica) Close() error {
 		p.close()
 	}
 	r.parts = map[int]*Partial{}
-	r.dirs.close()
+	r.dirs.Close()
 	return r.root.Close()
 }
 
@@ -111,6 +113,16 @@ func HasContent(e *manifest.Entry) bool {
 func (r *Replica) Len() int { return len(r.m.Entries) }
 
 func (r *Replica) scan() error {
+	// A new replica has nothing to find: skip a look-up per file.
+	d, err := r.root.Open(dataDir)
+	if err != nil {
+		return err
+	}
+	names, _ := d.Readdirnames(1)
+	d.Close()
+	if len(names) == 0 {
+		return nil
+	}
 	for i := range r.m.Entries {
 		e := &r.m.Entries[i]
 		if !HasContent(e) {
@@ -361,14 +373,14 @@ func (r *Replica) WriteWhole(i int, w Writer, src io.Reader) error {
 		_, err := io.Copy(io.Discard, src)
 		return err
 	}
-	dir, release, err := r.dirs.get(r.root, path.Dir(dataPath(e)))
+	dir, release, err := r.dirs.Get(r.root, path.Dir(dataPath(e)))
 	if err != nil {
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}
 	defer release()
 	dfd := int(dir.Fd())
 	tmp := tmpName(i, w)
-	fd, err := unix.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(dfd, tmp, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, e.Mode&0o777)
 	if err != nil {
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}
@@ -378,7 +390,7 @@ func (r *Replica) WriteWhole(i int, w Writer, src io.Reader) error {
 		err = fmt.Errorf("the source sent %d bytes, the manifest says %d", n, e.Size)
 	}
 	if err == nil {
-		err = setMeta(f, e)
+		err = setMetaCreated(f, e)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -452,6 +464,40 @@ func (r *Replica) markDone(i int, countBytes bool) {
 			r.bytes += r.m.Entries[i].Size
 		}
 	}
+}
+
+// umask is the process's, read once: files are created with their final
+// permission bits, and only bits the umask took need an fchmod.
+var umask = func() uint32 {
+	m := unix.Umask(0)
+	unix.Umask(m)
+	return uint32(m)
+}()
+
+// setMetaCreated is setMeta for a file this process just created with
+// mode e.Mode&0777 (before the umask): it skips the calls that would
+// change nothing, since this process creates files as root.
+func setMetaCreated(f *os.File, e *manifest.Entry) error {
+	fd := int(f.Fd())
+	for k, v := range e.Xattrs {
+		if err := unix.Fsetxattr(fd, k, v, 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+			return fmt.Errorf("setting xattr %s: %w", k, err)
+		}
+	}
+	owned := e.UID != 0 || e.GID != 0 || unix.Geteuid() != 0
+	if owned {
+		if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
+			return err
+		}
+	}
+	// chown clears set-id bits, and the umask may have taken bits.
+	if e.Mode&0o7000 != 0 || e.Mode&0o777&umask != 0 {
+		if err := unix.Fchmod(fd, e.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(e.MtimeNs), unix.NsecToTimespec(e.MtimeNs)}
+	return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 }
 
 func setMeta(f *os.File, e *manifest.Entry) error {

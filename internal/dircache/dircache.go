@@ -1,4 +1,8 @@
-package replica
+// Package dircache keeps descriptors of recently used directories, opened
+// through an os.Root so they cannot lie outside it. The per-file hot paths
+// (the source reading files, the target writing them) work relative to
+// them, which spares walking each path from the root.
+package dircache
 
 import (
 	"errors"
@@ -7,10 +11,11 @@ import (
 	"sync"
 )
 
-// dirCache keeps descriptors of recently used replica directories, opened
-// through the os.Root so they cannot lie outside it. Files are written
-// relative to them, which spares walking the path once per file.
-type dirCache struct {
+// Cache maps directory paths (relative to the root) to open descriptors.
+// The zero value is ready; Create makes missing directories (0700).
+type Cache struct {
+	Create bool
+
 	mu   sync.Mutex
 	m    map[string]*cachedDir
 	tick uint64
@@ -22,11 +27,12 @@ type cachedDir struct {
 	used uint64
 }
 
-const maxCachedDirs = 256
+// MaxDirs bounds the descriptors a Cache keeps open.
+const MaxDirs = 256
 
-// get returns a descriptor of directory p (relative to root), creating the
-// directory if a read got there before Skeleton, and a release function.
-func (c *dirCache) get(root *os.Root, p string) (*os.File, func(), error) {
+// Get returns a descriptor of directory p (relative to root) and a
+// function to call when done with it.
+func (c *Cache) Get(root *os.Root, p string) (*os.File, func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil {
@@ -36,7 +42,7 @@ func (c *dirCache) get(root *os.Root, p string) (*os.File, func(), error) {
 	d, ok := c.m[p]
 	if !ok {
 		f, err := root.Open(p)
-		if errors.Is(err, fs.ErrNotExist) {
+		if c.Create && errors.Is(err, fs.ErrNotExist) {
 			if err := root.MkdirAll(p, 0o700); err != nil {
 				return nil, nil, err
 			}
@@ -60,8 +66,8 @@ func (c *dirCache) get(root *os.Root, p string) (*os.File, func(), error) {
 
 // evict closes the least recently used unreferenced descriptor when the
 // cache is full.
-func (c *dirCache) evict() {
-	if len(c.m) < maxCachedDirs {
+func (c *Cache) evict() {
+	if len(c.m) < MaxDirs {
 		return
 	}
 	var oldest string
@@ -76,7 +82,8 @@ func (c *dirCache) evict() {
 	}
 }
 
-func (c *dirCache) close() {
+// Close closes every descriptor.
+func (c *Cache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for p, d := range c.m {
