@@ -13,10 +13,12 @@ func NewRootCmd(dockerCli command.Cli) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Move containers between Docker hosts with lazily copied volumes",
-		Long: `Move a container from the current Docker context to another one.
+		Long: `Move containers between Docker hosts (docker contexts).
 
-The container runs on the target within about a second; its cargo volumes
-are federated there and copied in the background from the source host.`,
+A moved container runs on the target at once; its cargo volumes are
+federated there and copied in the background from the source host.
+"docker migrate check" tells whether a container can move; the move itself
+("docker migrate CONTAINER --to CONTEXT") is being built.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -25,6 +27,7 @@ are federated there and copied in the background from the source host.`,
 		},
 	}
 	cmd.AddCommand(
+		newCheckCmd(dockerCli),
 		newVersionCmd(dockerCli),
 	)
 	return cmd

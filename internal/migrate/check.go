@@ -1,0 +1,246 @@
+// Package migrate moves a container between two engines. This file holds
+// the check phase: everything that must hold before the source container
+// is touched, reported check by check.
+package migrate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+)
+
+// Engine is what the checks ask of an engine.
+type Engine interface {
+	Ping(ctx context.Context, options client.PingOptions) (client.PingResult, error)
+	Info(ctx context.Context, options client.InfoOptions) (client.SystemInfoResult, error)
+	PluginList(ctx context.Context, options client.PluginListOptions) (client.PluginListResult, error)
+	ContainerInspect(ctx context.Context, container string, options client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+	ImageInspect(ctx context.Context, image string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error)
+}
+
+// Side names one engine for messages: its docker context.
+type Side struct {
+	Context string
+	Engine  Engine
+}
+
+// Options change what the checks accept.
+type Options struct {
+	// SkipBindMounts lets the container move without its bind mounts.
+	SkipBindMounts bool
+}
+
+// Check is one check's outcome.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// MountPlan says what happens to one of the container's mounts.
+type MountPlan struct {
+	Type        string `json:"type"`
+	Name        string `json:"name,omitempty"`
+	Driver      string `json:"driver,omitempty"`
+	Source      string `json:"source,omitempty"`
+	Destination string `json:"destination"`
+	// Action is "federate" (a cargo volume copied lazily), "recreate"
+	// (tmpfs, empty on the target) or "skip" (a bind mount left behind).
+	Action string `json:"action"`
+}
+
+// Report is the check phase's result.
+type Report struct {
+	Container string      `json:"container"`
+	Source    string      `json:"source"`
+	Target    string      `json:"target"`
+	Checks    []Check     `json:"checks"`
+	Mounts    []MountPlan `json:"mounts"`
+	// ImageCopy is set when the target lacks the image.
+	ImageCopy bool `json:"image_copy"`
+}
+
+// OK reports whether every check passed.
+func (r *Report) OK() bool {
+	for _, c := range r.Checks {
+		if !c.OK {
+			return false
+		}
+	}
+	return true
+}
+
+// Failed lists the checks that did not pass.
+func (r *Report) Failed() []Check {
+	var out []Check
+	for _, c := range r.Checks {
+		if !c.OK {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (r *Report) add(name string, err error, okDetail string) bool {
+	c := Check{Name: name, OK: err == nil, Detail: okDetail}
+	if err != nil {
+		c.Detail = err.Error()
+	}
+	r.Checks = append(r.Checks, c)
+	return c.OK
+}
+
+// PluginName is the name the cargo plugin must be installed under (with
+// any tag) for `-d cargo` to reach it.
+const PluginName = "cargo"
+
+// CheckMove runs every check of moving container from src to dst. It
+// changes nothing. An error is returned only when the checks themselves
+// cannot run; failed checks are in the report.
+func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*Report, error) {
+	r := &Report{Container: name, Source: src.Context, Target: dst.Context}
+	srcUp := r.add("source engine reachable", reach(ctx, src), "")
+	dstUp := r.add("target engine reachable", reach(ctx, dst), "")
+	if !srcUp {
+		return r, nil
+	}
+	insp, err := src.Engine.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
+	if !r.add("container exists", notFound(err, fmt.Sprintf("no container %q on %s", name, src.Context)), "") {
+		return r, nil
+	}
+	ctr := insp.Container
+	r.Container = strings.TrimPrefix(ctr.Name, "/")
+	r.add("cargo plugin on source", pluginEnabled(ctx, src), "")
+	r.checkMounts(ctr, opts)
+	if !dstUp {
+		return r, nil
+	}
+	r.add("cargo plugin on target", pluginEnabled(ctx, dst), "")
+	r.add("same OS and architecture", samePlatform(ctx, src, dst), "")
+	_, err = dst.Engine.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{})
+	switch {
+	case err == nil:
+		r.add("name free on target", fmt.Errorf("%s already has a container named %q: remove or rename it first", dst.Context, r.Container), "")
+	case cerrdefs.IsNotFound(err):
+		r.add("name free on target", nil, "")
+	default:
+		r.add("name free on target", fmt.Errorf("asking %s: %w", dst.Context, err), "")
+	}
+	r.checkImage(ctx, src, dst, ctr)
+	return r, nil
+}
+
+func reach(ctx context.Context, s Side) error {
+	if _, err := s.Engine.Ping(ctx, client.PingOptions{}); err != nil {
+		return fmt.Errorf("cannot reach the engine of docker context %q: %w", s.Context, err)
+	}
+	return nil
+}
+
+func notFound(err error, msg string) error {
+	if err == nil {
+		return nil
+	}
+	if cerrdefs.IsNotFound(err) {
+		return fmt.Errorf("%s", msg)
+	}
+	return err
+}
+
+func pluginEnabled(ctx context.Context, s Side) error {
+	l, err := s.Engine.PluginList(ctx, client.PluginListOptions{})
+	if err != nil {
+		return fmt.Errorf("listing plugins on %s: %w", s.Context, err)
+	}
+	for _, p := range l.Items {
+		if repo, _, _ := strings.Cut(p.Name, ":"); repo == PluginName {
+			if !p.Enabled {
+				return fmt.Errorf("the cargo plugin is installed on %s but disabled: run `docker --context %s plugin enable %s`", s.Context, s.Context, p.Name)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("the cargo plugin is not installed on %s: run `docker --context %s plugin install --grant-all-permissions --alias cargo REGISTRY/cargo:latest`", s.Context, s.Context)
+}
+
+func samePlatform(ctx context.Context, src, dst Side) error {
+	a, err := src.Engine.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return err
+	}
+	b, err := dst.Engine.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return err
+	}
+	if a.Info.OSType != b.Info.OSType || a.Info.Architecture != b.Info.Architecture {
+		return fmt.Errorf("%s is %s/%s but %s is %s/%s", src.Context, a.Info.OSType, a.Info.Architecture, dst.Context, b.Info.OSType, b.Info.Architecture)
+	}
+	return nil
+}
+
+func (r *Report) checkMounts(ctr container.InspectResponse, opts Options) {
+	mounts := ctr.Mounts
+	// --tmpfs mounts are not among Mounts (--mount type=tmpfs ones are).
+	if ctr.HostConfig != nil {
+		for dst := range ctr.HostConfig.Tmpfs {
+			mounts = append(mounts, container.MountPoint{Type: mount.TypeTmpfs, Destination: dst})
+		}
+	}
+	var problems []string
+	for _, m := range mounts {
+		p := MountPlan{Type: string(m.Type), Name: m.Name, Driver: m.Driver, Destination: m.Destination}
+		if m.Type == mount.TypeBind {
+			p.Source = m.Source
+		}
+		switch {
+		case m.Type == mount.TypeVolume && isCargo(m.Driver):
+			p.Action = "federate"
+		case m.Type == mount.TypeTmpfs:
+			p.Action = "recreate"
+		case m.Type == mount.TypeBind && opts.SkipBindMounts:
+			p.Action = "skip"
+		case m.Type == mount.TypeBind:
+			problems = append(problems, fmt.Sprintf("bind mount %s:%s cannot move with the container (use --skip-bind-mounts to start without it)", m.Source, m.Destination))
+			continue
+		case m.Type == mount.TypeVolume:
+			problems = append(problems, fmt.Sprintf("volume %q at %s uses the %q driver; only cargo volumes move so far", m.Name, m.Destination, m.Driver))
+			continue
+		default:
+			problems = append(problems, fmt.Sprintf("%s mount at %s cannot move", m.Type, m.Destination))
+			continue
+		}
+		r.Mounts = append(r.Mounts, p)
+	}
+	var err error
+	if len(problems) > 0 {
+		err = fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	r.add("every mount can move", err, fmt.Sprintf("%d mount(s)", len(mounts)))
+}
+
+// isCargo reports whether a volume driver name is the cargo plugin's.
+func isCargo(driver string) bool {
+	repo, _, _ := strings.Cut(driver, ":")
+	return repo == PluginName
+}
+
+func (r *Report) checkImage(ctx context.Context, src, dst Side, ctr container.InspectResponse) {
+	if _, err := dst.Engine.ImageInspect(ctx, ctr.Image); err == nil {
+		r.add("image on target", nil, "present")
+		return
+	} else if !cerrdefs.IsNotFound(err) {
+		r.add("image on target", fmt.Errorf("asking %s: %w", dst.Context, err), "")
+		return
+	}
+	if _, err := src.Engine.ImageInspect(ctx, ctr.Image); err != nil {
+		r.add("image on target", fmt.Errorf("%s lacks image %s and %s cannot provide it: %w", dst.Context, ctr.Config.Image, src.Context, err), "")
+		return
+	}
+	r.ImageCopy = true
+	r.add("image on target", nil, "will be copied from "+src.Context)
+}

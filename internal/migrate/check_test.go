@@ -1,0 +1,138 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/plugin"
+	"github.com/moby/moby/api/types/system"
+	"github.com/moby/moby/client"
+)
+
+// engine is a scripted Engine: the checks are pure decisions over what
+// engines answer.
+type engine struct {
+	down       bool
+	arch       string
+	plugins    []plugin.Plugin
+	containers map[string]container.InspectResponse
+	images     map[string]bool
+}
+
+var errDown = errors.New("connection refused")
+
+func (e *engine) Ping(context.Context, client.PingOptions) (client.PingResult, error) {
+	if e.down {
+		return client.PingResult{}, errDown
+	}
+	return client.PingResult{}, nil
+}
+
+func (e *engine) Info(context.Context, client.InfoOptions) (client.SystemInfoResult, error) {
+	return client.SystemInfoResult{Info: system.Info{OSType: "linux", Architecture: e.arch}}, nil
+}
+
+func (e *engine) PluginList(context.Context, client.PluginListOptions) (client.PluginListResult, error) {
+	return client.PluginListResult{Items: e.plugins}, nil
+}
+
+func (e *engine) ContainerInspect(_ context.Context, name string, _ client.ContainerInspectOptions) (client.ContainerInspectResult, error) {
+	c, ok := e.containers[name]
+	if !ok {
+		return client.ContainerInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such container")
+	}
+	return client.ContainerInspectResult{Container: c}, nil
+}
+
+func (e *engine) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+	if !e.images[ref] {
+		return client.ImageInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such image")
+	}
+	return client.ImageInspectResult{}, nil
+}
+
+func cargo(enabled bool) []plugin.Plugin {
+	return []plugin.Plugin{{Name: "cargo:latest", Enabled: enabled}}
+}
+
+func web(mounts ...container.MountPoint) container.InspectResponse {
+	return container.InspectResponse{Name: "/web", Image: "sha256:img", Mounts: mounts, Config: &container.Config{Image: "app:1"}}
+}
+
+func TestCheckMove(t *testing.T) {
+	vol := container.MountPoint{Type: mount.TypeVolume, Name: "data", Driver: "cargo:latest", Destination: "/data"}
+	bind := container.MountPoint{Type: mount.TypeBind, Source: "/etc/app", Destination: "/conf"}
+	local := container.MountPoint{Type: mount.TypeVolume, Name: "cache", Driver: "local", Destination: "/cache"}
+	tmpfs := container.MountPoint{Type: mount.TypeTmpfs, Destination: "/tmp"}
+	good := func() (*engine, *engine) {
+		src := &engine{arch: "x86_64", plugins: cargo(true), containers: map[string]container.InspectResponse{"web": web(vol, tmpfs)}, images: map[string]bool{"sha256:img": true}}
+		dst := &engine{arch: "x86_64", plugins: cargo(true), images: map[string]bool{"sha256:img": true}}
+		return src, dst
+	}
+	tests := []struct {
+		name      string
+		change    func(src, dst *engine, o *Options)
+		failed    string // the failing check, "" for none
+		detail    string
+		imageCopy bool
+		actions   string
+	}{
+		{name: "movable", actions: "/data federate,/tmp recreate"},
+		{name: "source down", change: func(s, d *engine, o *Options) { s.down = true }, failed: "source engine reachable", detail: `docker context "src"`},
+		{name: "target down", change: func(s, d *engine, o *Options) { d.down = true }, failed: "target engine reachable", detail: `docker context "dst"`},
+		{name: "no container", change: func(s, d *engine, o *Options) { delete(s.containers, "web") }, failed: "container exists", detail: `no container "web" on src`},
+		{name: "no plugin on target", change: func(s, d *engine, o *Options) { d.plugins = nil }, failed: "cargo plugin on target", detail: "docker --context dst plugin install"},
+		{name: "plugin disabled", change: func(s, d *engine, o *Options) { d.plugins = cargo(false) }, failed: "cargo plugin on target", detail: "docker --context dst plugin enable cargo:latest"},
+		{name: "other architecture", change: func(s, d *engine, o *Options) { d.arch = "aarch64" }, failed: "same OS and architecture", detail: "linux/aarch64"},
+		{name: "name taken", change: func(s, d *engine, o *Options) { d.containers = map[string]container.InspectResponse{"web": web()} }, failed: "name free on target", detail: `already has a container named "web"`},
+		{name: "bind mount", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind) }, failed: "every mount can move", detail: "bind mount /etc/app:/conf cannot move"},
+		{name: "bind mount skipped", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind); o.SkipBindMounts = true }, actions: "/data federate,/conf skip"},
+		{name: "local volume", change: func(s, d *engine, o *Options) { s.containers["web"] = web(local) }, failed: "every mount can move", detail: `volume "cache" at /cache uses the "local" driver`},
+		{name: "image copied", change: func(s, d *engine, o *Options) { d.images = nil }, imageCopy: true, actions: "/data federate,/tmp recreate"},
+		{name: "tmpfs from --tmpfs", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.HostConfig = &container.HostConfig{Tmpfs: map[string]string{"/run": "size=1m"}}
+			s.containers["web"] = c
+		}, actions: "/data federate,/run recreate"},
+		{name: "image nowhere", change: func(s, d *engine, o *Options) { d.images, s.images = nil, nil }, failed: "image on target", detail: "lacks image app:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src, dst := good()
+			var opts Options
+			if tt.change != nil {
+				tt.change(src, dst, &opts)
+			}
+			r, err := CheckMove(context.Background(), Side{"src", src}, Side{"dst", dst}, "web", opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			failed := r.Failed()
+			if tt.failed == "" {
+				if len(failed) > 0 || !r.OK() {
+					t.Fatalf("failed: %+v", failed)
+				}
+			} else if len(failed) != 1 || failed[0].Name != tt.failed || !strings.Contains(failed[0].Detail, tt.detail) {
+				t.Fatalf("failed %+v, want %q containing %q", failed, tt.failed, tt.detail)
+			}
+			if r.ImageCopy != tt.imageCopy {
+				t.Errorf("image copy %v", r.ImageCopy)
+			}
+			if tt.actions != "" {
+				var got []string
+				for _, m := range r.Mounts {
+					got = append(got, fmt.Sprintf("%s %s", m.Destination, m.Action))
+				}
+				if strings.Join(got, ",") != tt.actions {
+					t.Errorf("mount actions %v, want %s", got, tt.actions)
+				}
+			}
+		})
+	}
+}
