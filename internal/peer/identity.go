@@ -20,6 +20,8 @@ import (
 	"regexp"
 	"sync"
 	"time"
+
+	"github.com/cargo-migrate/cargo/internal/atomicfile"
 )
 
 // File names of the persisted identity inside the identity directory.
@@ -73,10 +75,10 @@ func LoadOrCreateIdentity(dir string) (*Identity, error) {
 		return nil, err
 	}
 	// Key first, certificate last: see the doc comment.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyPath, keyPEM, 0o600); err != nil {
 		return nil, fmt.Errorf("saving the peer key: %w", err)
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.WriteFile(certPath, certPEM, 0o644); err != nil {
 		return nil, fmt.Errorf("saving the peer certificate: %w", err)
 	}
 	return loadIdentity(certPath, keyPath)
@@ -135,41 +137,6 @@ func newSelfSigned() (certPEM, keyPEM []byte, err error) {
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 	return certPEM, keyPEM, nil
-}
-
-// writeFileAtomic writes data to a temporary file next to path, syncs it and
-// renames it into place, so readers see either nothing or the whole file.
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // make the rename durable; best effort
-		d.Close()
-	}
-	return nil
 }
 
 // Fingerprint returns "sha256:" followed by the lowercase hex SHA-256 of the

@@ -23,6 +23,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cargo-migrate/cargo/internal/atomicfile"
 	"github.com/cargo-migrate/cargo/internal/names"
 )
 
@@ -168,7 +169,7 @@ func (s *Store) Save(v *Volume) error {
 	if err != nil {
 		return fmt.Errorf("encoding volume %q: %w", v.Name, err)
 	}
-	if err := writeFileAtomic(s.metaPath(v.Name), b, 0o600); err != nil {
+	if err := atomicfile.WriteFile(s.metaPath(v.Name), b, 0o600); err != nil {
 		return fmt.Errorf("saving volume %q: %w", v.Name, err)
 	}
 	return nil
@@ -179,7 +180,7 @@ func (s *Store) Delete(name string) error {
 	if err := os.Remove(s.metaPath(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing volume %q: %w", name, err)
 	}
-	if err := syncDir(s.Dir(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := atomicfile.SyncDir(s.Dir(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing volume %q: %w", name, err)
 	}
 	if err := os.RemoveAll(s.Dir(name)); err != nil {

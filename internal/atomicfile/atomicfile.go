@@ -1,4 +1,6 @@
-package state
+// Package atomicfile replaces files so that a crash at any point leaves
+// either the old or the new content, never a torn file.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,10 +8,9 @@ import (
 	"path/filepath"
 )
 
-// writeFileAtomic replaces path with data so that a crash at any point
-// leaves either the old or the new content: temp file, fsync, rename, fsync
-// of the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+// WriteFile replaces path with data: a temporary file beside it, fsync,
+// rename, fsync of the directory.
+func WriteFile(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -35,10 +36,11 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return syncDir(dir)
+	return SyncDir(dir)
 }
 
-func syncDir(dir string) error {
+// SyncDir makes changes to dir's entries (a rename, a removal) durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
