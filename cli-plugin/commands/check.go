@@ -41,25 +41,25 @@ func newCheckCmd(dockerCli command.Cli) *cobra.Command {
 	return cmd
 }
 
-// sides resolves the source (the current context) and the target.
-func sides(dockerCli command.Cli, to string) (migrate.Side, migrate.Side, error) {
-	src := migrate.Side{Context: dockerCli.CurrentContext(), Engine: dockerCli.Client()}
+// endpoints resolves the source (the current context) and the target.
+func endpoints(dockerCli command.Cli, to string) (src, dst migrate.Endpoint, err error) {
+	src = migrate.Endpoint{Context: dockerCli.CurrentContext(), API: dockerCli.Client()}
 	if to == src.Context {
-		return src, src, fmt.Errorf("--to %s is the current context: choose another one (see `docker context ls`)", to)
+		return src, dst, fmt.Errorf("--to %s is the current context: choose another one (see `docker context ls`)", to)
 	}
 	api, err := dockerctx.Client(dockerCli, to)
 	if err != nil {
-		return src, src, err
+		return src, dst, err
 	}
-	return src, migrate.Side{Context: to, Engine: api}, nil
+	return src, migrate.Endpoint{Context: to, API: api}, nil
 }
 
 func runCheck(ctx context.Context, dockerCli command.Cli, name string, opts checkOptions) error {
-	src, dst, err := sides(dockerCli, opts.to)
+	src, dst, err := endpoints(dockerCli, opts.to)
 	if err != nil {
 		return err
 	}
-	r, err := migrate.CheckMove(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts})
+	r, err := migrate.CheckMove(ctx, src.Side(), dst.Side(), name, migrate.Options{SkipBindMounts: opts.skipBindMounts})
 	if err != nil {
 		return err
 	}

@@ -10,22 +10,30 @@ import (
 // NewRootCmd returns the `docker migrate` command. Its Use must be the
 // plugin's name for the docker CLI to dispatch to it.
 func NewRootCmd(dockerCli command.Cli) *cobra.Command {
+	var opts moveOptions
 	cmd := &cobra.Command{
-		Use:   "migrate",
+		Use:   "migrate [CONTAINER --to CONTEXT]",
 		Short: "Move containers between Docker hosts with lazily copied volumes",
 		Long: `Move containers between Docker hosts (docker contexts).
 
 A moved container runs on the target at once; its cargo volumes are
 federated there and copied in the background from the source host.
-"docker migrate check" tells whether a container can move; the move itself
-("docker migrate CONTAINER --to CONTEXT") is being built.`,
-		Args:          cobra.NoArgs,
+"docker migrate check CONTAINER --to CONTEXT" tells whether a container can
+move, changing nothing.`,
+		Args:          cobra.MaximumNArgs(1),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return cmd.Help()
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return runMove(cmd.Context(), dockerCli, args[0], opts)
 		},
 	}
+	flags := cmd.Flags()
+	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to")
+	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Start the container on the target without its bind mounts")
+	flags.StringVarP(&opts.format, "format", "f", "", "Format the result: 'json'")
 	cmd.AddCommand(
 		newCheckCmd(dockerCli),
 		newVersionCmd(dockerCli),

@@ -1,0 +1,366 @@
+package migrate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/client"
+)
+
+// Endpoint is one engine of a move, by its docker context.
+type Endpoint struct {
+	Context string
+	API     client.APIClient
+}
+
+// Side is the endpoint as the checks see it.
+func (e Endpoint) Side() Side { return Side{Context: e.Context, Engine: e.API} }
+
+// Phase is one step of a move and how long it took.
+type Phase struct {
+	Name     string        `json:"name"`
+	Duration time.Duration `json:"duration_ns"`
+	Detail   string        `json:"detail,omitempty"`
+}
+
+// Result describes a finished move.
+type Result struct {
+	Container string  `json:"container"`
+	Source    string  `json:"source"`
+	Target    string  `json:"target"`
+	Phases    []Phase `json:"phases"`
+	// Downtime runs from the stop on the source to the start on the target.
+	Downtime time.Duration `json:"downtime_ns"`
+	Volumes  []string      `json:"volumes"`
+}
+
+// ExportSuffix names the export volume of a volume being moved.
+const ExportSuffix = ".cargo-export"
+
+// failAfter lets the tests inject a failure after a phase, to exercise
+// the rollback on real engines. Not for users.
+var failAfter = os.Getenv("CARGO_MIGRATE_TEST_FAIL_AFTER")
+
+// mover holds one move's state, so a failure can be rolled back.
+type mover struct {
+	src, dst Endpoint
+	opts     Options
+	report   func(Phase)
+	res      *Result
+	ctr      container.InspectResponse
+
+	stopped  bool
+	exports  []string // export volumes created on the source
+	volumes  []string // volumes created on the target
+	targetID string
+}
+
+// Move moves container name from src to dst: check, image, stop, volumes,
+// create, start. report is called as each phase ends. Any failure after
+// the container stopped is rolled back: what was made on the target is
+// removed, the exports are closed, and the source container starts again.
+func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, report func(Phase)) (*Result, error) {
+	m := &mover{src: src, dst: dst, opts: opts, report: report,
+		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
+	err := m.run(ctx)
+	if err != nil && m.stopped {
+		// The caller's context may be what failed (Ctrl-C): roll back on
+		// a fresh one.
+		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if rerr := m.rollback(rctx); rerr != nil {
+			return nil, fmt.Errorf("%w; rolling back also failed: %v", err, rerr)
+		}
+		return nil, fmt.Errorf("%w; rolled back: %s runs on %s again", err, m.res.Container, src.Context)
+	}
+	return m.res, err
+}
+
+func (m *mover) phase(ctx context.Context, name string, do func(ctx context.Context) (string, error)) error {
+	start := time.Now()
+	detail, err := do(ctx)
+	if err == nil && failAfter == name {
+		err = fmt.Errorf("failure injected after %s", name)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	p := Phase{Name: name, Duration: time.Since(start), Detail: detail}
+	m.res.Phases = append(m.res.Phases, p)
+	if m.report != nil {
+		m.report(p)
+	}
+	return nil
+}
+
+func (m *mover) run(ctx context.Context) error {
+	var r *Report
+	if err := m.phase(ctx, "check", func(ctx context.Context) (string, error) {
+		var err error
+		r, err = CheckMove(ctx, m.src.Side(), m.dst.Side(), m.res.Container, m.opts)
+		if err != nil {
+			return "", err
+		}
+		var msgs []string
+		for _, c := range r.Failed() {
+			msgs = append(msgs, c.Name+": "+c.Detail)
+		}
+		if len(msgs) > 0 {
+			return "", fmt.Errorf("%s cannot move to %s: %s", m.res.Container, m.dst.Context, strings.Join(msgs, "; "))
+		}
+		m.res.Container = r.Container
+		insp, err := m.src.API.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{})
+		if err != nil {
+			return "", err
+		}
+		m.ctr = insp.Container
+		return "", m.checkWritableLayer(ctx)
+	}); err != nil {
+		return err
+	}
+	if err := m.phase(ctx, "image", func(ctx context.Context) (string, error) {
+		if !r.ImageCopy {
+			return "present on " + m.dst.Context, nil
+		}
+		return m.copyImage(ctx)
+	}); err != nil {
+		return err
+	}
+	stopAt := time.Now()
+	if err := m.phase(ctx, "stop", func(ctx context.Context) (string, error) {
+		if !m.ctr.State.Running {
+			return "was not running", nil
+		}
+		m.stopped = true
+		_, err := m.src.API.ContainerStop(ctx, m.ctr.ID, client.ContainerStopOptions{})
+		return "", err
+	}); err != nil {
+		return err
+	}
+	// Nothing may have changed outside the volumes while it ran.
+	if err := m.checkWritableLayer(ctx); err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	if err := m.phase(ctx, "volumes", func(ctx context.Context) (string, error) { return m.moveVolumes(ctx, r) }); err != nil {
+		return err
+	}
+	if err := m.phase(ctx, "create", func(ctx context.Context) (string, error) { return "", m.create(ctx) }); err != nil {
+		return err
+	}
+	if err := m.phase(ctx, "start", func(ctx context.Context) (string, error) {
+		_, err := m.dst.API.ContainerStart(ctx, m.targetID, client.ContainerStartOptions{})
+		return "", err
+	}); err != nil {
+		return err
+	}
+	m.res.Downtime = time.Since(stopAt)
+	return nil
+}
+
+// checkWritableLayer refuses a container whose filesystem changed outside
+// its mounts: carrying those changes is not done yet, and losing them
+// silently is not an option.
+func (m *mover) checkWritableLayer(ctx context.Context) error {
+	d, err := m.src.API.ContainerDiff(ctx, m.ctr.ID, client.ContainerDiffOptions{})
+	if err != nil {
+		return err
+	}
+	var dests []string
+	for _, p := range mountsOf(m.ctr) {
+		dests = append(dests, p.Destination)
+	}
+	var changed []string
+	for _, c := range d.Changes {
+		if !mountPath(c.Path, dests) {
+			changed = append(changed, c.Path)
+		}
+	}
+	// Name the changed files, not the directories above them.
+	all := slices.Clone(changed)
+	changed = slices.DeleteFunc(changed, func(p string) bool {
+		return slices.ContainsFunc(all, func(q string) bool { return strings.HasPrefix(q, p+"/") })
+	})
+	if len(changed) > 0 {
+		if len(changed) > 5 {
+			changed = append(changed[:5], fmt.Sprintf("and %d more", len(changed)-5))
+		}
+		return fmt.Errorf("%s changed files outside its volumes (%s); carrying them is not supported yet: keep such data in a cargo volume", m.res.Container, strings.Join(changed, ", "))
+	}
+	return nil
+}
+
+// mountPath reports whether p is a mount destination or one of the
+// directories the engine made to hold one.
+func mountPath(p string, dests []string) bool {
+	for _, d := range dests {
+		if p == d || strings.HasPrefix(d, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// mountsOf lists a container's mounts, the --tmpfs ones included.
+func mountsOf(ctr container.InspectResponse) []container.MountPoint {
+	ms := slices.Clone(ctr.Mounts)
+	if ctr.HostConfig != nil {
+		for dst := range ctr.HostConfig.Tmpfs {
+			ms = append(ms, container.MountPoint{Type: mount.TypeTmpfs, Destination: dst})
+		}
+	}
+	return ms
+}
+
+func (m *mover) copyImage(ctx context.Context) (string, error) {
+	// Save by name when the name still means this image, so the target
+	// gets the tag too; else by ID.
+	ref := m.ctr.Image
+	if img, err := m.src.API.ImageInspect(ctx, m.ctr.Config.Image); err == nil && img.ID == m.ctr.Image {
+		ref = m.ctr.Config.Image
+	}
+	rc, err := m.src.API.ImageSave(ctx, []string{ref})
+	if err != nil {
+		return "", fmt.Errorf("saving image %s on %s: %w", ref, m.src.Context, err)
+	}
+	defer rc.Close()
+	resp, err := m.dst.API.ImageLoad(ctx, rc)
+	if err != nil {
+		return "", fmt.Errorf("loading image %s on %s: %w", ref, m.dst.Context, err)
+	}
+	defer resp.Close()
+	if err := loadErrors(resp); err != nil {
+		return "", fmt.Errorf("loading image %s on %s: %w", ref, m.dst.Context, err)
+	}
+	return "copied " + ref + " from " + m.src.Context, nil
+}
+
+// loadErrors reads an image load's JSON message stream for an error.
+func loadErrors(r io.Reader) error {
+	dec := json.NewDecoder(r)
+	for {
+		var msg struct {
+			Error       string
+			ErrorDetail struct{ Message string }
+		}
+		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if msg.Error != "" {
+			return errors.New(msg.Error)
+		}
+	}
+}
+
+// moveVolumes opens an export of each cargo volume on the source and
+// creates its federated twin, of the same name, on the target.
+func (m *mover) moveVolumes(ctx context.Context, r *Report) (string, error) {
+	for _, p := range r.Mounts {
+		if p.Action != "federate" {
+			continue
+		}
+		ctrl := p.Name + ExportSuffix
+		if _, err := m.src.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: ctrl, Driver: PluginName,
+			DriverOpts: map[string]string{"export": p.Name, "to": m.dst.Context}}); err != nil {
+			return "", fmt.Errorf("opening an export of volume %s on %s: %w", p.Name, m.src.Context, err)
+		}
+		m.exports = append(m.exports, ctrl)
+		v, err := m.src.API.VolumeInspect(ctx, ctrl, client.VolumeInspectOptions{})
+		if err != nil {
+			return "", err
+		}
+		ticket, _ := v.Volume.Status["ticket"].(string)
+		if ticket == "" {
+			return "", fmt.Errorf("the export of volume %s on %s has no ticket", p.Name, m.src.Context)
+		}
+		if _, err := m.dst.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: p.Name, Driver: PluginName,
+			DriverOpts: map[string]string{"from": ticket}}); err != nil {
+			return "", fmt.Errorf("creating volume %s on %s: %w", p.Name, m.dst.Context, err)
+		}
+		m.volumes = append(m.volumes, p.Name)
+		m.res.Volumes = append(m.res.Volumes, p.Name)
+	}
+	if len(m.volumes) == 0 {
+		return "none", nil
+	}
+	return strings.Join(m.volumes, ", ") + " (federated; copying in the background)", nil
+}
+
+// create makes the container on the target with the source's
+// configuration, leaving out what merely repeats the image's defaults.
+func (m *mover) create(ctx context.Context) error {
+	cfg := *m.ctr.Config
+	if img, err := m.src.API.ImageInspect(ctx, m.ctr.Image); err == nil && img.Config != nil {
+		withoutImageDefaults(&cfg, img.Config)
+	}
+	hc := *m.ctr.HostConfig
+	if m.opts.SkipBindMounts {
+		hc.Binds = slices.DeleteFunc(slices.Clone(hc.Binds), func(b string) bool { return strings.HasPrefix(b, "/") })
+		hc.Mounts = slices.DeleteFunc(slices.Clone(hc.Mounts), func(mt mount.Mount) bool { return mt.Type == mount.TypeBind })
+	}
+	resp, err := m.dst.API.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &cfg, HostConfig: &hc, Name: m.res.Container})
+	if err != nil {
+		return fmt.Errorf("creating %s on %s: %w", m.res.Container, m.dst.Context, err)
+	}
+	m.targetID = resp.ID
+	return nil
+}
+
+// withoutImageDefaults clears the fields of cfg that only repeat the
+// image's own configuration, so the target container shows the same
+// overrides as the source one.
+func withoutImageDefaults(cfg *container.Config, img *dockerspec.DockerOCIImageConfig) {
+	if slices.Equal(cfg.Cmd, img.Cmd) {
+		cfg.Cmd = nil
+	}
+	if slices.Equal(cfg.Entrypoint, img.Entrypoint) {
+		cfg.Entrypoint = nil
+	}
+	if cfg.WorkingDir == img.WorkingDir {
+		cfg.WorkingDir = ""
+	}
+	if cfg.User == img.User {
+		cfg.User = ""
+	}
+	cfg.Env = slices.DeleteFunc(slices.Clone(cfg.Env), func(e string) bool { return slices.Contains(img.Env, e) })
+	for k, v := range img.Labels {
+		if cfg.Labels[k] == v {
+			delete(cfg.Labels, k)
+		}
+	}
+}
+
+// rollback undoes what the move did after the stop.
+func (m *mover) rollback(ctx context.Context) error {
+	var errs []error
+	if m.targetID != "" {
+		if _, err := m.dst.API.ContainerRemove(ctx, m.targetID, client.ContainerRemoveOptions{Force: true}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, v := range m.volumes {
+		if _, err := m.dst.API.VolumeRemove(ctx, v, client.VolumeRemoveOptions{Force: true}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range m.exports {
+		if _, err := m.src.API.VolumeRemove(ctx, c, client.VolumeRemoveOptions{Force: true}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := m.src.API.ContainerStart(ctx, m.ctr.ID, client.ContainerStartOptions{}); err != nil {
+		errs = append(errs, fmt.Errorf("starting %s on %s again: %w", m.res.Container, m.src.Context, err))
+	}
+	return errors.Join(errs...)
+}

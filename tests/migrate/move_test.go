@@ -1,0 +1,133 @@
+package migrate_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cargo-migrate/cargo/tests/harness"
+)
+
+// startApp runs a container on h1 with a cargo volume holding data, env,
+// a label, a restart policy and a tmpfs, and returns the data's checksum.
+func startApp(t *testing.T, h1 *harness.Host) (web, vol, sum string) {
+	t.Helper()
+	web, vol = h1.Unique(t, "web"), h1.Unique(t, "v")
+	h1.MustDocker(t, "volume", "create", "-d", "cargo", vol)
+	sum = h1.Run(t, "-v", vol+":/data", env.Image, "sh", "-c",
+		"head -c 30000000 /dev/urandom > /data/blob; echo hello > /data/hello; md5sum < /data/blob")
+	h1.MustDocker(t, "run", "-d", "--name", web, "--restart", "unless-stopped", "--stop-timeout", "1",
+		"-e", "APP_MODE=prod", "-l", "tier=front", "--tmpfs", "/scratch", "-v", vol+":/data", env.Image,
+		"sh", "-c", "while true; do date >> /data/log; sleep 0.2; done")
+	return web, vol, sum
+}
+
+// A running container with a cargo volume moves to h2 in one command and
+// runs there at once with its configuration and data; the source is
+// stopped and released once the copy completes.
+func TestMove(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, vol, sum := startApp(t, h1)
+	t.Cleanup(func() {
+		h2.Docker(ctxT(t), "rm", "-f", web)
+		h2.Docker(ctxT(t), "volume", "rm", "-f", vol)
+		h1.Docker(ctxT(t), "volume", "rm", "-f", vol+".cargo-export")
+	})
+
+	r := migrate(t, web, "--to", h2.Context, "--format", "json")
+	if r.Err != nil {
+		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
+	}
+	var res struct {
+		Container, Target string
+		Phases            []struct{ Name string }
+		Downtime          time.Duration `json:"downtime_ns"`
+		Volumes           []string
+	}
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+		t.Fatalf("result: %v: %s", err, r.Stdout)
+	}
+	var phases []string
+	for _, p := range res.Phases {
+		phases = append(phases, p.Name)
+	}
+	if strings.Join(phases, ",") != "check,image,stop,volumes,create,start" || res.Downtime <= 0 ||
+		len(res.Volumes) != 1 || res.Volumes[0] != vol || res.Target != h2.Context {
+		t.Fatalf("result %+v", res)
+	}
+
+	if got := h2.MustDocker(t, "inspect", "-f", "{{.State.Running}} {{.Config.Labels.tier}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.Tmpfs}}", web); got != "true front unless-stopped map[/scratch:]" {
+		t.Fatalf("on %s: %s", h2.Name, got)
+	}
+	if got := h2.MustDocker(t, "exec", web, "sh", "-c", "echo $APP_MODE; cat /data/hello; md5sum < /data/blob"); got != "prod\nhello\n"+sum {
+		t.Fatalf("data on %s: %q", h2.Name, got)
+	}
+	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "false" {
+		t.Fatalf("the source still runs: %s", got)
+	}
+	harness.Eventually(t, 2*time.Minute, "the copy completes and the source is released", func() error {
+		st := h1.VolumeStatus(t, vol+".cargo-export")
+		if st["state"] != "complete" {
+			return fmt.Errorf("export %v", st)
+		}
+		return nil
+	})
+	// The container keeps writing on h2.
+	before := h2.MustDocker(t, "exec", web, "sh", "-c", "wc -l < /data/log")
+	harness.Eventually(t, time.Minute, "the container writes on "+h2.Name, func() error {
+		if now := h2.MustDocker(t, "exec", web, "sh", "-c", "wc -l < /data/log"); now == before {
+			return fmt.Errorf("log stuck at %s lines", now)
+		}
+		return nil
+	})
+}
+
+// A failure after the source stopped rolls everything back: the source
+// runs again with its data and is not frozen, and the target keeps
+// nothing.
+func TestMoveRollsBack(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, vol, sum := startApp(t, h1)
+	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "create")
+	r := migrate(t, web, "--to", h2.Context)
+	if r.Err == nil || !strings.Contains(r.Combined(), "failure injected after create") || !strings.Contains(r.Combined(), "rolled back: "+web+" runs on "+h1.Context+" again") {
+		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
+	}
+	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
+		t.Fatalf("source after rollback: running=%s", got)
+	}
+	if got := h1.MustDocker(t, "exec", web, "sh", "-c", "cat /data/hello; md5sum < /data/blob"); got != "hello\n"+sum {
+		t.Fatalf("source data after rollback: %q", got)
+	}
+	if st := h1.VolumeStatus(t, vol); st["state"] != "local" {
+		t.Fatalf("source volume still frozen: %v", st)
+	}
+	for _, args := range [][]string{{"inspect", web}, {"volume", "inspect", vol}} {
+		if r := h2.Docker(ctxT(t), args...); r.Err == nil {
+			t.Errorf("%v exists on %s after the rollback", args, h2.Name)
+		}
+	}
+	if r := h1.Docker(ctxT(t), "volume", "inspect", vol+".cargo-export"); r.Err == nil {
+		t.Error("the export volume survived the rollback")
+	}
+}
+
+// Files changed outside the volumes are never silently lost: the move is
+// refused before anything is touched.
+func TestMoveRefusesWritableLayerChanges(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, _, _ := startApp(t, h1)
+	h1.MustDocker(t, "exec", web, "sh", "-c", "echo state > /home/app/state")
+	r := migrate(t, web, "--to", h2.Context)
+	if r.Err == nil || !strings.Contains(r.Combined(), "changed files outside its volumes (/home/app/state)") {
+		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
+	}
+	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
+		t.Fatal("the refused move stopped the container")
+	}
+	if r := h2.Docker(ctxT(t), "inspect", web); r.Err == nil {
+		t.Fatal("the refused move made a container on the target")
+	}
+}
