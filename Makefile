@@ -78,7 +78,7 @@ test-e2e: cli plugin ## Tests on real dockerd engines in network namespaces (roo
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
 	tests/bench/federation.sh
 
-demo: cli plugin ## Two local engines with cargo; move a volume between them and show the copy (root)
+demo: cli plugin ## Two local engines with cargo; docker migrate a container between them, show the copy (root)
 	tests/demo.sh
 
 demo-down: ## Stop the demo's engines and remove their state

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The README's main command: two Docker engines on this machine, cargo on
-# both, a container writing into a cargo volume on the first; then the
-# volume moves to the second host and a container uses it there at once,
-# while the copy's progress shows. (`docker migrate web --to demo-h2`
-# will do the moving part in one command.)
+# both, a container writing into a cargo volume on the first; then
+# `docker migrate web --to demo-h2` moves it, it runs there at once, and
+# the background copy's progress shows.
 # The engines stay up for you to try things; `make demo-down` removes them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -25,24 +24,21 @@ show docker --context "$h2" plugin ls
 
 step "A cargo volume and a container writing into it on $h1"
 show docker volume create -d cargo webdata
-show docker run -d --name web -v webdata:/data cargo-test/busybox \
+show docker run -d --name web --stop-timeout 1 -v webdata:/data cargo-test/busybox \
 	sh -c 'while true; do date >> /data/log; sleep 1; done'
 # Wait for the container's first lines rather than sleeping a fixed time.
 until [ "$(docker exec web sh -c 'wc -l < /data/log' 2>/dev/null || echo 0)" -ge 3 ]; do sleep 0.2; done
 show docker exec web tail -n 3 /data/log
 show docker volume inspect webdata
 
-step "Moving the volume to $h2: stop the container, open an export, federate the volume there"
+step "Moving web to $h2 with docker migrate"
 show docker run --rm -v webdata:/data cargo-test/busybox sh -c 'head -c 400000000 /dev/urandom > /data/big; md5sum /data/big'
-show docker stop -t 1 web
-show docker volume create -d cargo -o export=webdata -o to="$h2" webdata.cargo-export
-ticket=$(docker volume inspect -f '{{.Status.ticket}}' webdata.cargo-export)
-# Slow the link a little, so that the copy is still running when the
-# container on the target starts.
+show docker migrate check web --to "$h2"
+# Slow the link a little, so that the copy is still running while the
+# container already runs on the target.
 "$here/hosts.sh" exec -p "$PREFIX" h1 tc qdisc replace dev eth0 root tbf rate 400mbit burst 256k latency 20ms
-show docker --context "$h2" volume create -d cargo -o from="$ticket" webdata
-show docker --context "$h2" run -d --name web -v webdata:/data cargo-test/busybox \
-	sh -c 'tail -n 1 /data/log; while true; do date >> /data/log; sleep 1; done'
+show docker migrate web --to "$h2"
+show docker --context "$h2" ps
 show docker --context "$h2" exec web tail -n 2 /data/log
 
 step "Progress of the background copy on $h2"
@@ -58,9 +54,6 @@ progress
 "$here/hosts.sh" exec -p "$PREFIX" h1 tc qdisc del dev eth0 root
 show docker --context "$h2" exec web md5sum /data/big
 show docker volume inspect -f '{{json .Status}}' webdata.cargo-export
-
-step "The docker migrate CLI plugin"
-show docker migrate version
 
 cat <<MSG
 
