@@ -85,19 +85,17 @@ func mustCreate(t *testing.T, d *Driver, name string, opts map[string]string) {
 	}
 }
 
+type createCase struct {
+	name     string
+	vol      string
+	opts     map[string]string
+	wantErr  string
+	wantMode os.FileMode
+	wantUID  int
+}
+
 func TestCreate(t *testing.T) {
-	uid := "1000"
-	if os.Getuid() != 0 {
-		uid = "" // only root can give a directory away
-	}
-	tests := []struct {
-		name     string
-		vol      string
-		opts     map[string]string
-		wantErr  string
-		wantMode os.FileMode
-		wantUID  int
-	}{
+	tests := []createCase{
 		{name: "plain", vol: "data", wantMode: 0o755},
 		{name: "mode", vol: "shared", opts: map[string]string{"mode": "0770"}, wantMode: 0o770},
 		{name: "sticky", vol: "tmpish", opts: map[string]string{"mode": "1777"}, wantMode: 0o777 | os.ModeSticky},
@@ -108,15 +106,8 @@ func TestCreate(t *testing.T) {
 		{name: "bad mode", vol: "x3", opts: map[string]string{"mode": "999"}, wantErr: "octal"},
 		{name: "mode too big", vol: "x4", opts: map[string]string{"mode": "17777"}, wantErr: "octal"},
 	}
-	if uid != "" {
-		tests = append(tests, struct {
-			name     string
-			vol      string
-			opts     map[string]string
-			wantErr  string
-			wantMode os.FileMode
-			wantUID  int
-		}{name: "owner", vol: "owned", opts: map[string]string{"uid": uid, "gid": uid, "mode": "0700"}, wantMode: 0o700, wantUID: 1000})
+	if os.Getuid() == 0 { // only root can give a directory away
+		tests = append(tests, createCase{name: "owner", vol: "owned", opts: map[string]string{"uid": "1000", "gid": "1000", "mode": "0700"}, wantMode: 0o700, wantUID: 1000})
 	}
 	f := newFixture(t)
 	for _, tt := range tests {

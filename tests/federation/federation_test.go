@@ -38,7 +38,7 @@ func TestFederatedVolumeEndToEnd(t *testing.T) {
 		{"run", "--rm", "-v", vol + ":/data", env.Image, "true"},
 		{"volume", "rm", vol},
 	} {
-		r := src.Docker(ctxT(t), args...)
+		r := src.Docker(harness.Ctx(t), args...)
 		if r.Err == nil || !strings.Contains(r.Combined(), "frozen while it is exported to "+dst.Context) {
 			t.Fatalf("%v on the frozen source: %v %s", args, r.Err, r.Combined())
 		}
@@ -107,20 +107,20 @@ func TestLinkDownMidCopy(t *testing.T) {
 	federate(t, src, dst, vol)
 	before := midCopy(t, dst, vol)
 
-	if r := src.Exec(ctxT(t), "ip", "link", "set", "eth0", "down"); r.Err != nil {
+	if r := src.Exec(harness.Ctx(t), "ip", "link", "set", "eth0", "down"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	up := false
 	defer func() {
 		if !up {
-			src.Exec(ctxT(t), "ip", "link", "set", "eth0", "up")
+			src.Exec(harness.Ctx(t), "ip", "link", "set", "eth0", "up")
 		}
 	}()
 	st := waitState(t, dst, vol, "stalled", 2*time.Minute)
 	if st["error"] == nil || st["error"] == "" || copied(st) < before {
 		t.Fatalf("stalled status: %v (had %d bytes)", st, before)
 	}
-	if r := src.Exec(ctxT(t), "ip", "link", "set", "eth0", "up"); r.Err != nil {
+	if r := src.Exec(harness.Ctx(t), "ip", "link", "set", "eth0", "up"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
 	up = true
@@ -147,7 +147,7 @@ func TestTargetPluginKilledMidCopy(t *testing.T) {
 func neverBelow(t *testing.T, h *harness.Host, vol string, before int64) {
 	t.Helper()
 	harness.Eventually(t, time.Minute, "the restarted plugin answers", func() error {
-		return h.Docker(ctxT(t), "volume", "inspect", vol).Err
+		return h.Docker(harness.Ctx(t), "volume", "inspect", vol).Err
 	})
 	if st := h.VolumeStatus(t, vol); copied(st) < before {
 		t.Fatalf("bytes_copied fell from %d to %d after the restart: %v", before, copied(st), st)
@@ -187,7 +187,7 @@ func TestTargetEngineRestartMidCopy(t *testing.T) {
 	dst.RestartEngine(t)
 	neverBelow(t, dst, vol, before)
 	harness.Eventually(t, 2*time.Minute, "the container runs again", func() error {
-		r := dst.Docker(ctxT(t), "exec", app, "cat", "/data/target-log")
+		r := dst.Docker(harness.Ctx(t), "exec", app, "cat", "/data/target-log")
 		if r.Err != nil {
 			return r.Err
 		}

@@ -4,7 +4,6 @@
 package federation_test
 
 import (
-	"context"
 	"fmt"
 	"strings"
 	"syscall"
@@ -72,7 +71,7 @@ func federate(t *testing.T, src, dst *harness.Host, vol string) (ctrl string) {
 	t.Helper()
 	ctrl, ticket := export(t, src, dst, vol)
 	dst.MustDocker(t, "volume", "create", "-d", "cargo", "-o", "from="+ticket, vol)
-	t.Cleanup(func() { dst.Docker(ctxT(t), "volume", "rm", "-f", vol) })
+	t.Cleanup(func() { dst.Docker(harness.Ctx(t), "volume", "rm", "-f", vol) })
 	return ctrl
 }
 
@@ -116,11 +115,11 @@ func midCopy(t *testing.T, h *harness.Host, vol string) int64 {
 // them in the middle.
 func throttle(t *testing.T, h *harness.Host, rate string) {
 	t.Helper()
-	c := ctxT(t)
+	c := harness.Ctx(t)
 	if r := h.Exec(c, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256k", "latency", "200ms"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
-	t.Cleanup(func() { h.Exec(ctxT(t), "tc", "qdisc", "del", "dev", "eth0", "root") })
+	t.Cleanup(func() { h.Exec(harness.Ctx(t), "tc", "qdisc", "del", "dev", "eth0", "root") })
 }
 
 // source prepares a filled volume on src and its listing.
@@ -130,12 +129,6 @@ func source(t *testing.T, src *harness.Host, largeMB int) (vol, want string) {
 	src.MustDocker(t, "volume", "create", "-d", "cargo", vol)
 	src.Run(t, "-v", vol+":/data", env.Image, "sh", "-c", fillScript(largeMB))
 	return vol, listing(t, src, vol)
-}
-
-func ctxT(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return c
 }
 
 func pluginPID(t *testing.T, h *harness.Host) int {

@@ -21,7 +21,7 @@ func httpCode(t *testing.T, h *harness.Host, url string, headers ...string) (cod
 	for _, hd := range headers {
 		args = append(args, "-H", hd)
 	}
-	r := h.Exec(ctxT(t), append(args, url)...)
+	r := h.Exec(harness.Ctx(t), append(args, url)...)
 	if r.Err != nil {
 		t.Fatalf("curl %s: %v", url, r.Err)
 	}

@@ -320,3 +320,10 @@ func (h *Host) StopEngine(t testing.TB) {
 func (h *Host) Command(args ...string) *exec.Cmd {
 	return h.env.script(context.Background(), append([]string{"exec", "-p", h.env.Prefix, h.Name}, args...)...)
 }
+
+// Ctx is a context for one command of a test, cancelled when the test ends.
+func Ctx(t testing.TB) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	return c
+}

@@ -2,11 +2,9 @@
 package migrate_test
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cargo-migrate/cargo/tests/harness"
 )
@@ -17,16 +15,10 @@ func TestMain(m *testing.M) {
 	harness.Main(m, harness.Options{Prefix: "cgmig", Hosts: 2}, &env)
 }
 
-func ctxT(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
 // migrate runs `docker migrate ARGS...` with h1 as the current context.
 func migrate(t *testing.T, args ...string) harness.Result {
 	t.Helper()
-	return env.Docker(ctxT(t), append([]string{"--context", env.Hosts[0].Context, "migrate"}, args...)...)
+	return env.Docker(harness.Ctx(t), append([]string{"--context", env.Hosts[0].Context, "migrate"}, args...)...)
 }
 
 // `docker migrate check` reports every check and changes nothing; each
@@ -73,7 +65,7 @@ func TestCheck(t *testing.T) {
 		}, []string{"bind mount /etc:/host-etc cannot move", "--skip-bind-mounts"}},
 		{"name taken on target", func(t *testing.T) []string {
 			h2.MustDocker(t, "create", "--name", web, env.Image, "true")
-			t.Cleanup(func() { h2.Docker(ctxT(t), "rm", "-f", web) })
+			t.Cleanup(func() { h2.Docker(harness.Ctx(t), "rm", "-f", web) })
 			return []string{"check", web, "--to", h2.Context}
 		}, []string{"already has a container named"}},
 		{"plugin disabled on target", func(t *testing.T) []string {
@@ -82,8 +74,8 @@ func TestCheck(t *testing.T) {
 			return []string{"check", web, "--to", h2.Context}
 		}, []string{"plugin enable cargo:latest"}},
 		{"target unreachable", func(t *testing.T) []string {
-			env.Docker(ctxT(t), "context", "create", "t-nowhere", "--docker", "host=unix:///run/cargo-test-nowhere.sock")
-			t.Cleanup(func() { env.Docker(ctxT(t), "context", "rm", "-f", "t-nowhere") })
+			env.Docker(harness.Ctx(t), "context", "create", "t-nowhere", "--docker", "host=unix:///run/cargo-test-nowhere.sock")
+			t.Cleanup(func() { env.Docker(harness.Ctx(t), "context", "rm", "-f", "t-nowhere") })
 			return []string{"check", web, "--to", "t-nowhere"}
 		}, []string{`cannot reach the engine of docker context "t-nowhere"`}},
 		{"no such context", func(t *testing.T) []string {
@@ -118,7 +110,7 @@ func TestCheck(t *testing.T) {
 	t.Run("image only on the source", func(t *testing.T) {
 		img := "t-only-on-h1:1"
 		h1.MustDocker(t, "commit", web, img)
-		t.Cleanup(func() { h1.Docker(ctxT(t), "rmi", "-f", img) })
+		t.Cleanup(func() { h1.Docker(harness.Ctx(t), "rmi", "-f", img) })
 		c := h1.Unique(t, "img")
 		h1.MustDocker(t, "create", "--name", c, img, "true")
 		if r := migrate(t, "check", c, "--to", h2.Context); r.Err != nil || !strings.Contains(r.Stdout, "will be copied from "+h1.Context) {

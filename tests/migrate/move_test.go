@@ -31,9 +31,9 @@ func TestMove(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol, sum := startApp(t, h1)
 	t.Cleanup(func() {
-		h2.Docker(ctxT(t), "rm", "-f", web)
-		h2.Docker(ctxT(t), "volume", "rm", "-f", vol)
-		h1.Docker(ctxT(t), "volume", "rm", "-f", vol+".cargo-export")
+		h2.Docker(harness.Ctx(t), "rm", "-f", web)
+		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
+		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
 	})
 
 	r := migrate(t, web, "--to", h2.Context, "--format", "json")
@@ -105,11 +105,11 @@ func TestMoveRollsBack(t *testing.T) {
 		t.Fatalf("source volume still frozen: %v", st)
 	}
 	for _, args := range [][]string{{"inspect", web}, {"volume", "inspect", vol}} {
-		if r := h2.Docker(ctxT(t), args...); r.Err == nil {
+		if r := h2.Docker(harness.Ctx(t), args...); r.Err == nil {
 			t.Errorf("%v exists on %s after the rollback", args, h2.Name)
 		}
 	}
-	if r := h1.Docker(ctxT(t), "volume", "inspect", vol+".cargo-export"); r.Err == nil {
+	if r := h1.Docker(harness.Ctx(t), "volume", "inspect", vol+".cargo-export"); r.Err == nil {
 		t.Error("the export volume survived the rollback")
 	}
 }
@@ -127,7 +127,7 @@ func TestMoveRefusesWritableLayerChanges(t *testing.T) {
 	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
 		t.Fatal("the refused move stopped the container")
 	}
-	if r := h2.Docker(ctxT(t), "inspect", web); r.Err == nil {
+	if r := h2.Docker(harness.Ctx(t), "inspect", web); r.Err == nil {
 		t.Fatal("the refused move made a container on the target")
 	}
 }

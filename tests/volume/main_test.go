@@ -132,12 +132,6 @@ func waitFile(t *testing.T, h *harness.Host, ctr, path string) {
 	h.MustDocker(t, "exec", ctr, "sh", "-c", "until [ -s "+path+" ]; do sleep 0.05; done")
 }
 
-func ctx(t *testing.T) context.Context {
-	c, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	t.Cleanup(cancel)
-	return c
-}
-
 func init() {
 	// The docker CLI must not try to reach out for hints or telemetry.
 	os.Setenv("DOCKER_CLI_HINTS", "false")

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/cargo-migrate/cargo/tests/harness"
 )
 
 // The plugin is pushed to a registry from one engine (`make push`) and
@@ -23,7 +25,7 @@ func TestInstallFromRegistry(t *testing.T) {
 	if out, err := push.CombinedOutput(); err != nil {
 		t.Fatalf("make push: %v\n%s", err, out)
 	}
-	if r := src.Docker(ctx(t), "plugin", "inspect", ref); r.Err == nil {
+	if r := src.Docker(harness.Ctx(t), "plugin", "inspect", ref); r.Err == nil {
 		t.Fatal("make push left the pushed plugin installed on the build engine")
 	}
 

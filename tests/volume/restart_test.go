@@ -96,7 +96,7 @@ func TestPluginCrash(t *testing.T) {
 		return nil
 	})
 	harness.Eventually(t, time.Minute, "the restarted plugin answers", func() error {
-		return h.Docker(ctx(t), "volume", "inspect", vol).Err
+		return h.Docker(harness.Ctx(t), "volume", "inspect", vol).Err
 	})
 	checkIntact(t, h, vol, writer, n)
 	release(t, h, vol, writer)
@@ -109,7 +109,7 @@ func TestEngineRestart(t *testing.T) {
 	vol, writer, n := prepare(t, h)
 	h.RestartEngine(t)
 	harness.Eventually(t, 2*time.Minute, "the writer runs again", func() error {
-		r := h.Docker(ctx(t), "inspect", "-f", "{{.State.Running}}", writer)
+		r := h.Docker(harness.Ctx(t), "inspect", "-f", "{{.State.Running}}", writer)
 		if r.Err != nil {
 			return r.Err
 		}

@@ -3,6 +3,8 @@ package volume_test
 import (
 	"strings"
 	"testing"
+
+	"github.com/cargo-migrate/cargo/tests/harness"
 )
 
 // A container writes into a cargo volume; another reads it back byte for
@@ -34,7 +36,7 @@ func TestCreateWriteReadRemove(t *testing.T) {
 		t.Fatalf("%d mounts left after the containers exited", n)
 	}
 	h.MustDocker(t, "volume", "rm", vol)
-	if r := h.Docker(ctx(t), "volume", "inspect", vol); r.Err == nil {
+	if r := h.Docker(harness.Ctx(t), "volume", "inspect", vol); r.Err == nil {
 		t.Fatal("volume still there after rm")
 	}
 	// The name is free again and a new volume starts empty.
@@ -79,7 +81,7 @@ func TestRemoveWhileInUse(t *testing.T) {
 	h.MustDocker(t, "run", "-d", "--name", ctr, "-v", vol+":/data", env.Image, "sh", "-c", "echo keep > /data/f; sleep 600")
 	waitFile(t, h, ctr, "/data/f")
 	for _, args := range [][]string{{"volume", "rm", vol}, {"volume", "rm", "-f", vol}} {
-		r := h.Docker(ctx(t), args...)
+		r := h.Docker(harness.Ctx(t), args...)
 		if r.Err == nil || !strings.Contains(r.Combined(), "in use") {
 			t.Fatalf("%v while in use: err=%v out=%s", args, r.Err, r.Combined())
 		}
@@ -112,7 +114,7 @@ func TestBadInput(t *testing.T) {
 	before := volumeNames(t, h)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := h.Docker(ctx(t), append([]string{"volume", "create", "-d", "cargo"}, tt.args...)...)
+			r := h.Docker(harness.Ctx(t), append([]string{"volume", "create", "-d", "cargo"}, tt.args...)...)
 			if r.Err == nil || !strings.Contains(r.Combined(), tt.want) {
 				t.Fatalf("err=%v output=%q, want %q", r.Err, r.Combined(), tt.want)
 			}
@@ -136,13 +138,13 @@ func TestNonRootUser(t *testing.T) {
 		t.Fatalf("ownership:\n%s", got)
 	}
 	// Another non-root user is kept out by mode 0750.
-	r := h.Docker(ctx(t), "run", "--rm", "--user", "2000:2000", "-v", owned+":/srv/data", env.Image, "cat", "/srv/data/f")
+	r := h.Docker(harness.Ctx(t), "run", "--rm", "--user", "2000:2000", "-v", owned+":/srv/data", env.Image, "cat", "/srv/data/f")
 	if r.Err == nil || !strings.Contains(r.Combined(), "Permission denied") {
 		t.Fatalf("user 2000 read a 0750 volume: %v %s", r.Err, r.Combined())
 	}
 
 	h.MustDocker(t, "volume", "create", "-d", "cargo", plain)
-	r = h.Docker(ctx(t), "run", "--rm", "--user", "1000:1000", "-v", plain+":/srv/data", env.Image, "touch", "/srv/data/x")
+	r = h.Docker(harness.Ctx(t), "run", "--rm", "--user", "1000:1000", "-v", plain+":/srv/data", env.Image, "touch", "/srv/data/x")
 	if r.Err == nil || !strings.Contains(r.Combined(), "Permission denied") {
 		t.Fatalf("non-root wrote into a root-owned 0755 volume: %v %s", r.Err, r.Combined())
 	}
