@@ -67,10 +67,34 @@ func TestMove(t *testing.T) {
 	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "false" {
 		t.Fatalf("the source still runs: %s", got)
 	}
+	// docker migrate status on the target shows the volume's copy.
+	statusOf := func() []map[string]any {
+		r := env.Docker(harness.Ctx(t), "--context", h2.Context, "migrate", "status", web, "--format", "json")
+		var rows []map[string]any
+		if err := json.Unmarshal([]byte(r.Stdout), &rows); err != nil || r.Err != nil {
+			t.Fatalf("status: %v %v: %s", r.Err, err, r.Combined())
+		}
+		return rows
+	}
+	rows := statusOf()
+	if len(rows) != 1 || rows[0]["volume"] != vol || rows[0]["source"] != h1.Addr+":7450" ||
+		(rows[0]["state"] != "copying" && rows[0]["state"] != "complete") {
+		t.Fatalf("status rows %v", rows)
+	}
+	if r := env.Docker(harness.Ctx(t), "--context", h2.Context, "migrate", "status"); r.Err != nil ||
+		!strings.Contains(r.Stdout, "CONTAINER") || !strings.Contains(r.Stdout, web) {
+		t.Fatalf("status table: %v\n%s", r.Err, r.Stdout)
+	}
 	harness.Eventually(t, 2*time.Minute, "the copy completes and the source is released", func() error {
 		st := h1.VolumeStatus(t, vol+".cargo-export")
 		if st["state"] != "complete" {
 			return fmt.Errorf("export %v", st)
+		}
+		return nil
+	})
+	harness.Eventually(t, time.Minute, "status shows the copy complete", func() error {
+		if rows := statusOf(); rows[0]["state"] != "complete" || rows[0]["eta"] != "done" || rows[0]["bytes_copied"] != rows[0]["bytes_total"] {
+			return fmt.Errorf("status %v", rows)
 		}
 		return nil
 	})
