@@ -90,7 +90,7 @@ func TestNoPlaintextOnTheWire(t *testing.T) {
 		"i=0; while [ $i -lt 20000 ]; do echo "+marker+"; i=$((i+1)); done > /data/canary; mkdir /data/d; cp /data/canary /data/d/small")
 
 	pcap := filepath.Join(t.TempDir(), "copy.pcap")
-	capture := dst.Command("tcpdump", "-i", "eth0", "-U", "-s", "0", "-w", pcap, "tcp", "port", "7450")
+	capture := dst.Command("tcpdump", "-i", "eth0", "-U", "-B", "16384", "-s", "0", "-w", pcap, "tcp", "port", "7450")
 	var stderr bytes.Buffer
 	capture.Stderr = &stderr
 	if err := capture.Start(); err != nil {
@@ -107,14 +107,24 @@ func TestNoPlaintextOnTheWire(t *testing.T) {
 	if got := dst.Run(t, "-v", vol+":/data", env.Image, "sh", "-c", "grep -c "+marker+" /data/canary /data/d/small"); got != "/data/canary:20000\n/data/d/small:20000" {
 		t.Fatalf("the copy is not what the source holds: %q", got)
 	}
+	// tcpdump writes what it captured a little after the copy is done:
+	// wait until it holds at least the data, then stop it.
+	copiedBytes := int64(2 * 20000 * (len(marker) + 1))
+	harness.Eventually(t, 30*time.Second, "the capture holds the copy", func() error {
+		fi, err := os.Stat(pcap)
+		if err != nil {
+			return err
+		}
+		if fi.Size() < copiedBytes {
+			return fmt.Errorf("%d bytes captured, %d copied", fi.Size(), copiedBytes)
+		}
+		return nil
+	})
 	capture.Process.Signal(syscall.SIGINT)
 	capture.Wait()
 	b, err := os.ReadFile(pcap)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if len(b) < 2*20000*len(marker) {
-		t.Fatalf("the capture holds %d bytes, less than the data copied: it did not see the copy", len(b))
 	}
 	if bytes.Contains(b, []byte(marker)) || bytes.Contains(b, []byte("CARGO-PLAINTEXT")) {
 		t.Fatal("the volume's content crossed the link in clear text")
