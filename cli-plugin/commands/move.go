@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os/signal"
 	"syscall"
 	"time"
@@ -36,12 +37,11 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	out := dockerCli.Out()
-	report := func(p migrate.Phase) {
-		if opts.format == "" {
-			fmt.Fprintf(out, "%-8s %7s  %s\n", p.Name, p.Duration.Round(time.Millisecond), p.Detail)
-		}
+	var progress migrate.Progress
+	if opts.format == "" {
+		progress = plainProgress{out}
 	}
-	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts}, report)
+	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts}, progress)
 	if err != nil {
 		return err
 	}
@@ -53,4 +53,13 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 		fmt.Fprintf(out, "Volume %s is copied in the background: docker --context %s volume inspect -f '{{json .Status}}' %s\n", v, res.Target, v)
 	}
 	return nil
+}
+
+// plainProgress prints a line as each phase ends.
+type plainProgress struct{ w io.Writer }
+
+func (plainProgress) PhaseStarted(string) {}
+
+func (p plainProgress) PhaseDone(ph migrate.Phase) {
+	fmt.Fprintf(p.w, "%-8s %7s  %s\n", ph.Name, ph.Duration.Round(time.Millisecond), ph.Detail)
 }

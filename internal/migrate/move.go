@@ -44,6 +44,12 @@ type Result struct {
 	Volumes  []string      `json:"volumes"`
 }
 
+// Progress hears of a move's phases as they start and end.
+type Progress interface {
+	PhaseStarted(name string)
+	PhaseDone(p Phase)
+}
+
 // ExportSuffix names the export volume of a volume being moved.
 const ExportSuffix = ".cargo-export"
 
@@ -55,7 +61,7 @@ var failAfter = os.Getenv("CARGO_MIGRATE_TEST_FAIL_AFTER")
 type mover struct {
 	src, dst Endpoint
 	opts     Options
-	report   func(Phase)
+	progress Progress
 	res      *Result
 	ctr      container.InspectResponse
 
@@ -66,11 +72,11 @@ type mover struct {
 }
 
 // Move moves container name from src to dst: check, image, stop, volumes,
-// create, start. report is called as each phase ends. Any failure after
+// create, start. progress, when not nil, hears of each phase. Any failure after
 // the container stopped is rolled back: what was made on the target is
 // removed, the exports are closed, and the source container starts again.
-func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, report func(Phase)) (*Result, error) {
-	m := &mover{src: src, dst: dst, opts: opts, report: report,
+func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, progress Progress) (*Result, error) {
+	m := &mover{src: src, dst: dst, opts: opts, progress: progress,
 		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
 	err := m.run(ctx)
 	if err != nil && m.stopped {
@@ -88,6 +94,9 @@ func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, rep
 
 func (m *mover) phase(ctx context.Context, name string, do func(ctx context.Context) (string, error)) error {
 	start := time.Now()
+	if m.progress != nil {
+		m.progress.PhaseStarted(name)
+	}
 	detail, err := do(ctx)
 	if err == nil && failAfter == name {
 		err = fmt.Errorf("failure injected after %s", name)
@@ -97,8 +106,8 @@ func (m *mover) phase(ctx context.Context, name string, do func(ctx context.Cont
 	}
 	p := Phase{Name: name, Duration: time.Since(start), Detail: detail}
 	m.res.Phases = append(m.res.Phases, p)
-	if m.report != nil {
-		m.report(p)
+	if m.progress != nil {
+		m.progress.PhaseDone(p)
 	}
 	return nil
 }
