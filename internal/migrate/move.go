@@ -66,6 +66,7 @@ type mover struct {
 	ctr      container.InspectResponse
 
 	stopped  bool
+	layer    *layer   // the source's changes outside its volumes
 	exports  []string // export volumes created on the source
 	volumes  []string // volumes created on the target
 	targetID string
@@ -79,6 +80,7 @@ func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, pro
 	m := &mover{src: src, dst: dst, opts: opts, progress: progress,
 		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
 	err := m.run(ctx)
+	m.layer.Close()
 	if err != nil && m.stopped {
 		// The caller's context may be what failed (Ctrl-C): roll back on
 		// a fresh one.
@@ -133,7 +135,7 @@ func (m *mover) run(ctx context.Context) error {
 			return "", err
 		}
 		m.ctr = insp.Container
-		return "", m.checkWritableLayer(ctx)
+		return "", nil
 	}); err != nil {
 		return err
 	}
@@ -156,14 +158,25 @@ func (m *mover) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	// Nothing may have changed outside the volumes while it ran.
-	if err := m.checkWritableLayer(ctx); err != nil {
-		return fmt.Errorf("stop: %w", err)
+	if err := m.phase(ctx, "layer", func(ctx context.Context) (string, error) {
+		var err error
+		m.layer, err = m.captureLayer(ctx)
+		if err != nil {
+			return "", err
+		}
+		return m.layer.String(), nil
+	}); err != nil {
+		return err
 	}
 	if err := m.phase(ctx, "volumes", func(ctx context.Context) (string, error) { return m.moveVolumes(ctx, r) }); err != nil {
 		return err
 	}
-	if err := m.phase(ctx, "create", func(ctx context.Context) (string, error) { return "", m.create(ctx) }); err != nil {
+	if err := m.phase(ctx, "create", func(ctx context.Context) (string, error) {
+		if err := m.create(ctx); err != nil {
+			return "", err
+		}
+		return "", m.applyLayer(ctx, m.layer)
+	}); err != nil {
 		return err
 	}
 	if err := m.phase(ctx, "start", func(ctx context.Context) (string, error) {
@@ -173,38 +186,6 @@ func (m *mover) run(ctx context.Context) error {
 		return err
 	}
 	m.res.Downtime = time.Since(stopAt)
-	return nil
-}
-
-// checkWritableLayer refuses a container whose filesystem changed outside
-// its mounts: carrying those changes is not done yet, and losing them
-// silently is not an option.
-func (m *mover) checkWritableLayer(ctx context.Context) error {
-	d, err := m.src.API.ContainerDiff(ctx, m.ctr.ID, client.ContainerDiffOptions{})
-	if err != nil {
-		return err
-	}
-	var dests []string
-	for _, p := range mountsOf(m.ctr) {
-		dests = append(dests, p.Destination)
-	}
-	var changed []string
-	for _, c := range d.Changes {
-		if !mountPath(c.Path, dests) {
-			changed = append(changed, c.Path)
-		}
-	}
-	// Name the changed files, not the directories above them.
-	all := slices.Clone(changed)
-	changed = slices.DeleteFunc(changed, func(p string) bool {
-		return slices.ContainsFunc(all, func(q string) bool { return strings.HasPrefix(q, p+"/") })
-	})
-	if len(changed) > 0 {
-		if len(changed) > 5 {
-			changed = append(changed[:5], fmt.Sprintf("and %d more", len(changed)-5))
-		}
-		return fmt.Errorf("%s changed files outside its volumes (%s); carrying them is not supported yet: keep such data in a cargo volume", m.res.Container, strings.Join(changed, ", "))
-	}
 	return nil
 }
 

@@ -53,7 +53,7 @@ func TestMove(t *testing.T) {
 	for _, p := range res.Phases {
 		phases = append(phases, p.Name)
 	}
-	if strings.Join(phases, ",") != "check,image,stop,volumes,create,start" || res.Downtime <= 0 ||
+	if strings.Join(phases, ",") != "check,image,stop,layer,volumes,create,start" || res.Downtime <= 0 ||
 		len(res.Volumes) != 1 || res.Volumes[0] != vol || res.Target != h2.Context {
 		t.Fatalf("result %+v", res)
 	}
@@ -138,20 +138,53 @@ func TestMoveRollsBack(t *testing.T) {
 	}
 }
 
-// Files changed outside the volumes are never silently lost: the move is
-// refused before anything is touched.
-func TestMoveRefusesWritableLayerChanges(t *testing.T) {
+// The container's own changes outside its volumes arrive: added,
+// changed and deleted paths with their modes and owners, on an image the
+// target never had.
+func TestMoveCarriesWritableLayer(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
-	web, _, _ := startApp(t, h1)
-	h1.MustDocker(t, "exec", web, "sh", "-c", "echo state > /home/app/state")
-	r := migrate(t, web, "--to", h2.Context)
-	if r.Err == nil || !strings.Contains(r.Combined(), "changed files outside its volumes (/home/app/state)") {
+	web, base := h1.Unique(t, "web"), h1.Unique(t, "base")
+	img := "cargo-test/" + h1.Unique(t, "img") + ":v1"
+	// An image only h1 has: a commit of a container that added a file.
+	h1.MustDocker(t, "run", "--name", base, env.Image, "sh", "-c", "echo from-image > /etc/img-file; echo keep > /etc/img-keep")
+	h1.MustDocker(t, "commit", base, img)
+	h1.MustDocker(t, "rm", base)
+	h1.MustDocker(t, "run", "-d", "--name", web, "--stop-timeout", "1", img, "sleep", "3600")
+	t.Cleanup(func() { h2.Docker(harness.Ctx(t), "rm", "-f", web) })
+	h1.MustDocker(t, "exec", web, "sh", "-c", `set -e
+		mkdir -p /srv/app/sub && echo added > /srv/app/sub/f && chown 1234:5678 /srv/app/sub/f && chmod 0640 /srv/app/sub/f
+		ln -s /srv/app/sub/f /srv/link
+		echo changed > /etc/img-keep && chmod 0600 /etc/img-keep
+		rm /etc/img-file /bin/vi`)
+	if r := h2.Docker(harness.Ctx(t), "image", "inspect", img); r.Err == nil {
+		t.Fatalf("%s already has %s", h2.Name, img)
+	}
+
+	r := migrate(t, web, "--to", h2.Context, "--format", "json")
+	if r.Err != nil {
 		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
 	}
-	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
-		t.Fatal("the refused move stopped the container")
+	var res struct {
+		Phases []struct{ Name, Detail string }
 	}
-	if r := h2.Docker(harness.Ctx(t), "inspect", web); r.Err == nil {
-		t.Fatal("the refused move made a container on the target")
+	if err := json.Unmarshal([]byte(r.Stdout), &res); err != nil {
+		t.Fatal(err)
+	}
+	details := map[string]string{}
+	for _, p := range res.Phases {
+		details[p.Name] = p.Detail
+	}
+	if !strings.HasPrefix(details["image"], "copied "+img) || !strings.Contains(details["layer"], "2 deleted") {
+		t.Fatalf("phases %+v", res.Phases)
+	}
+	if got := h2.MustDocker(t, "inspect", "-f", "{{.Config.Image}} {{.State.Running}}", web); got != img+" true" {
+		t.Fatalf("on %s: %s", h2.Name, got)
+	}
+	got := h2.MustDocker(t, "exec", web, "sh", "-c", `stat -c '%u:%g %a %s' /srv/app/sub/f; cat /srv/link /etc/img-keep
+		stat -c %a /etc/img-keep; ls /etc/img-file /bin/vi 2>&1; true`)
+	want := "1234:5678 640 6\nadded\nchanged\n600\n" +
+		"ls: /etc/img-file: No such file or directory\nls: /bin/vi: No such file or directory"
+	if got != want {
+		t.Fatalf("%s's files on %s:\n%s\nwant:\n%s", web, h2.Name, got, want)
 	}
 }
