@@ -65,6 +65,7 @@ func run() error {
 	d, err := driver.New(driver.Config{
 		Store: store, MountDir: cfg.MountDir, RunDir: cfg.RunDir, Mounter: driver.HostMounter{}, Log: log,
 		Exports: exports, Advertise: cfg.AdvertiseAddr, Fingerprint: id.Fingerprint(), Passthrough: true,
+		EngineVolumes: cfg.EngineVolumes,
 	})
 	if err != nil {
 		return err

@@ -55,6 +55,9 @@ type Config struct {
 	// Advertise and Fingerprint are how targets reach and verify this
 	// host's peer service; they go into export tickets.
 	Advertise, Fingerprint string
+	// EngineVolumes is the engine's volumes directory (read only), for
+	// exports of local-driver volumes; "" disables them.
+	EngineVolumes string
 	// Passthrough lets the kernel read local files of a federated view
 	// directly.
 	Passthrough bool

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/names"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/state"
 )
@@ -29,7 +30,7 @@ type openExport struct {
 // exportOf returns the export volume that holds name frozen, or "".
 func (d *Driver) exportOf(name string) string {
 	for ctrl, v := range d.vols {
-		if v.Kind == state.KindExport && v.Export.Volume == name && v.Export.Open() {
+		if v.Kind == state.KindExport && v.Export.Volume == name && !v.Export.Engine && v.Export.Open() {
 			return ctrl
 		}
 	}
@@ -51,6 +52,13 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 	if d.cfg.Exports == nil {
 		return errors.New("exports are disabled in this plugin")
 	}
+	engine := opts["driver"] == "local"
+	if engine {
+		if err := d.checkEngineVolume(name); err != nil {
+			return err
+		}
+		return d.openExport(ctrl, name, to, true, opts)
+	}
 	v, ok := d.vols[name]
 	if !ok {
 		return fmt.Errorf("cannot export volume %q: no such cargo volume", name)
@@ -67,6 +75,35 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 	if err := d.settleIfReady(name); err != nil {
 		return err
 	}
+	return d.openExport(ctrl, name, to, false, opts)
+}
+
+// checkEngineVolume tells whether a local-driver volume can be read.
+func (d *Driver) checkEngineVolume(name string) error {
+	if err := names.ValidateVolume(name); err != nil {
+		return err
+	}
+	if d.cfg.EngineVolumes == "" {
+		return fmt.Errorf("cannot export local volume %q: this plugin has no view of the engine's volumes", name)
+	}
+	fi, err := os.Stat(filepath.Join(d.cfg.EngineVolumes, name, "_data"))
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if _, derr := os.Stat(d.cfg.EngineVolumes); derr != nil {
+			return fmt.Errorf("cannot export local volume %q: the engine's volumes directory is not mounted in the plugin (%v); if the engine's data root is not /var/lib/docker, run `docker plugin set cargo engine-volumes.source=DATA-ROOT/volumes`", name, derr)
+		}
+		return fmt.Errorf("cannot export local volume %q: no such volume in the engine's volumes directory (a local volume with mount options, such as NFS, cannot be exported)", name)
+	case err != nil:
+		return fmt.Errorf("cannot export local volume %q: %w", name, err)
+	case !fi.IsDir():
+		return fmt.Errorf("cannot export local volume %q: its data is not a directory", name)
+	}
+	return nil
+}
+
+// openExport opens the export of a cargo volume or, when engine is set,
+// of a local-driver volume. Called with d.mu held.
+func (d *Driver) openExport(ctrl, name, to string, engine bool, opts map[string]string) error {
 	id, err := randomID()
 	if err != nil {
 		return err
@@ -81,7 +118,7 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 	}
 	rec := &state.Volume{
 		Name: ctrl, Kind: state.KindExport, CreatedAt: time.Now().UTC().Truncate(time.Second), Options: maps.Clone(opts),
-		Export: &state.ExportRecord{Volume: name, ID: id, Token: token, To: to, Ticket: ticket.String()},
+		Export: &state.ExportRecord{Volume: name, Engine: engine, ID: id, Token: token, To: to, Ticket: ticket.String()},
 	}
 	oe, err := d.serveExport(rec)
 	if err != nil {
@@ -105,13 +142,18 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 // through the peer service. Called with d.mu held.
 func (d *Driver) serveExport(rec *state.Volume) (*openExport, error) {
 	name := rec.Export.Volume
-	v, ok := d.vols[name]
-	if !ok {
+	oe := &openExport{ctrl: rec.Name, volume: name}
+	var v *state.Volume
+	dir := d.store.DataDir(name)
+	if rec.Export.Engine {
+		if err := d.checkEngineVolume(name); err != nil {
+			return nil, err
+		}
+		dir = filepath.Join(d.cfg.EngineVolumes, name, "_data")
+	} else if v = d.vols[name]; v == nil {
 		return nil, fmt.Errorf("volume %q is gone", name)
 	}
-	oe := &openExport{ctrl: rec.Name, volume: name}
-	dir := d.store.DataDir(name)
-	if v.Kind == state.KindFederated {
+	if v != nil && v.Kind == state.KindFederated {
 		// Not all here yet: serve what the container saw, through the
 		// same kind of overlay it used.
 		lower, err := d.federatedLower(name)

@@ -64,7 +64,10 @@ func kindOf(opts map[string]string) (state.Kind, error) {
 	case exp && from:
 		return "", fmt.Errorf("options export and from exclude each other")
 	case exp:
-		return state.KindExport, onlyOptions(opts, "export", "to")
+		if d, ok := opts["driver"]; ok && d != "local" {
+			return "", fmt.Errorf("option driver=%q: only volumes of the local driver (driver=local) or cargo volumes (no driver option) can be exported", d)
+		}
+		return state.KindExport, onlyOptions(opts, "export", "to", "driver")
 	case from:
 		return state.KindFederated, onlyOptions(opts, "from")
 	}

@@ -21,6 +21,8 @@ type Engine interface {
 	PluginList(ctx context.Context, options client.PluginListOptions) (client.PluginListResult, error)
 	ContainerInspect(ctx context.Context, container string, options client.ContainerInspectOptions) (client.ContainerInspectResult, error)
 	ImageInspect(ctx context.Context, image string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error)
+	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
+	NetworkInspect(ctx context.Context, network string, options client.NetworkInspectOptions) (client.NetworkInspectResult, error)
 }
 
 // Side names one engine for messages: its docker context.
@@ -49,7 +51,11 @@ type MountPlan struct {
 	Driver      string `json:"driver,omitempty"`
 	Source      string `json:"source,omitempty"`
 	Destination string `json:"destination"`
-	// Action is "federate" (a cargo volume copied lazily), "recreate"
+	// Anonymous is set for a volume without a name of its own (`-v /dir`
+	// or an image's VOLUME); it keeps its generated name on the target.
+	Anonymous bool `json:"anonymous,omitempty"`
+	// Action is "federate" (a volume copied lazily into a federated cargo
+	// volume), "recreate"
 	// (tmpfs, empty on the target) or "skip" (a bind mount left behind).
 	Action string `json:"action"`
 }
@@ -117,6 +123,8 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 	r.Container = strings.TrimPrefix(ctr.Name, "/")
 	r.add("cargo plugin on source", pluginEnabled(ctx, src), "")
 	r.checkMounts(ctr, opts)
+	r.checkShared(ctx, src, ctr)
+	r.checkNetworks(ctx, src, ctr)
 	if !dstUp {
 		return r, nil
 	}
@@ -132,6 +140,7 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 		r.add("name free on target", fmt.Errorf("asking %s: %w", dst.Context, err), "")
 	}
 	r.checkImage(ctx, src, dst, ctr)
+	r.checkPorts(ctx, dst, ctr)
 	return r, nil
 }
 
@@ -198,8 +207,9 @@ func (r *Report) checkMounts(ctr container.InspectResponse, opts Options) {
 			p.Source = m.Source
 		}
 		switch {
-		case m.Type == mount.TypeVolume && isCargo(m.Driver):
+		case m.Type == mount.TypeVolume && (isCargo(m.Driver) || m.Driver == "local"):
 			p.Action = "federate"
+			p.Anonymous = anonymous(m.Name)
 		case m.Type == mount.TypeTmpfs:
 			p.Action = "recreate"
 		case m.Type == mount.TypeBind && opts.SkipBindMounts:
@@ -208,7 +218,7 @@ func (r *Report) checkMounts(ctr container.InspectResponse, opts Options) {
 			problems = append(problems, fmt.Sprintf("bind mount %s:%s cannot move with the container (use --skip-bind-mounts to start without it)", m.Source, m.Destination))
 			continue
 		case m.Type == mount.TypeVolume:
-			problems = append(problems, fmt.Sprintf("volume %q at %s uses the %q driver; only cargo volumes move so far", m.Name, m.Destination, m.Driver))
+			problems = append(problems, fmt.Sprintf("volume %q at %s uses the %q driver; only cargo and local volumes can move", m.Name, m.Destination, m.Driver))
 			continue
 		default:
 			problems = append(problems, fmt.Sprintf("%s mount at %s cannot move", m.Type, m.Destination))
@@ -221,6 +231,50 @@ func (r *Report) checkMounts(ctr container.InspectResponse, opts Options) {
 		err = fmt.Errorf("%s", strings.Join(problems, "; "))
 	}
 	r.add("every mount can move", err, fmt.Sprintf("%d mount(s)", len(mounts)))
+}
+
+// anonymous reports whether a volume name is one the engine generated.
+func anonymous(name string) bool {
+	if len(name) != 64 {
+		return false
+	}
+	for _, c := range name {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkShared refuses local volumes another running container uses: the
+// plugin cannot freeze them, so their copy would not be consistent.
+func (r *Report) checkShared(ctx context.Context, src Side, ctr container.InspectResponse) {
+	var problems []string
+	n := 0
+	for _, p := range r.Mounts {
+		if p.Action != "federate" || p.Driver != "local" {
+			continue
+		}
+		n++
+		l, err := src.Engine.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("volume", p.Name)})
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("listing the users of volume %s: %v", p.Name, err))
+			continue
+		}
+		for _, c := range l.Items {
+			if c.ID != ctr.ID {
+				problems = append(problems, fmt.Sprintf("local volume %s is also used by running container %s: stop it first, as a local volume cannot be frozen while it is copied", p.Name, strings.TrimPrefix(firstName(c.Names), "/")))
+			}
+		}
+	}
+	if n == 0 {
+		return
+	}
+	var err error
+	if len(problems) > 0 {
+		err = fmt.Errorf("%s", strings.Join(problems, "; "))
+	}
+	r.add("local volumes not shared", err, fmt.Sprintf("%d local volume(s)", n))
 }
 
 // isCargo reports whether a volume driver name is the cargo plugin's.

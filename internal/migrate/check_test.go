@@ -10,6 +10,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/api/types/plugin"
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
@@ -23,6 +24,8 @@ type engine struct {
 	plugins    []plugin.Plugin
 	containers map[string]container.InspectResponse
 	images     map[string]bool
+	running    []container.Summary
+	networks   map[string]network.Inspect
 }
 
 var errDown = errors.New("connection refused")
@@ -55,6 +58,18 @@ func (e *engine) ImageInspect(_ context.Context, ref string, _ ...client.ImageIn
 		return client.ImageInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such image")
 	}
 	return client.ImageInspectResult{}, nil
+}
+
+func (e *engine) ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error) {
+	return client.ContainerListResult{Items: e.running}, nil
+}
+
+func (e *engine) NetworkInspect(_ context.Context, name string, _ client.NetworkInspectOptions) (client.NetworkInspectResult, error) {
+	n, ok := e.networks[name]
+	if !ok {
+		return client.NetworkInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such network")
+	}
+	return client.NetworkInspectResult{Network: n}, nil
 }
 
 func cargo(enabled bool) []plugin.Plugin {
@@ -93,7 +108,32 @@ func TestCheckMove(t *testing.T) {
 		{name: "name taken", change: func(s, d *engine, o *Options) { d.containers = map[string]container.InspectResponse{"web": web()} }, failed: "name free on target", detail: `already has a container named "web"`},
 		{name: "bind mount", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind) }, failed: "every mount can move", detail: "bind mount /etc/app:/conf cannot move"},
 		{name: "bind mount skipped", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind); o.SkipBindMounts = true }, actions: "/data federate,/conf skip"},
-		{name: "local volume", change: func(s, d *engine, o *Options) { s.containers["web"] = web(local) }, failed: "every mount can move", detail: `volume "cache" at /cache uses the "local" driver`},
+		{name: "local volume", change: func(s, d *engine, o *Options) { s.containers["web"] = web(local) }, actions: "/cache federate"},
+		{name: "local volume in use elsewhere", change: func(s, d *engine, o *Options) {
+			s.containers["web"] = web(local)
+			s.running = []container.Summary{{ID: "other", Names: []string{"/worker"}}}
+		}, failed: "local volumes not shared", detail: "also used by running container worker"},
+		{name: "other driver", change: func(s, d *engine, o *Options) {
+			s.containers["web"] = web(container.MountPoint{Type: mount.TypeVolume, Name: "n", Driver: "nfs", Destination: "/n"})
+		}, failed: "every mount can move", detail: `volume "n" at /n uses the "nfs" driver`},
+		{name: "shared network namespace", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.HostConfig = &container.HostConfig{NetworkMode: "container:db"}
+			s.containers["web"] = c
+		}, failed: "networks can move", detail: "shares the network of container db"},
+		{name: "swarm network", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.HostConfig = &container.HostConfig{NetworkMode: "front"}
+			c.NetworkSettings = &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{"front": {}}}
+			s.containers["web"] = c
+			s.networks = map[string]network.Inspect{"front": {Network: network.Network{Scope: "swarm"}}}
+		}, failed: "networks can move", detail: "network front is a swarm network"},
+		{name: "published port taken", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.HostConfig = &container.HostConfig{PortBindings: network.PortMap{network.MustParsePort("80/tcp"): {{HostPort: "8080"}}}}
+			s.containers["web"] = c
+			d.running = []container.Summary{{ID: "x", Names: []string{"/proxy"}, Ports: []container.PortSummary{{PrivatePort: 80, PublicPort: 8080, Type: "tcp"}}}}
+		}, failed: "published ports free on target", detail: "8080/tcp is published by container proxy"},
 		{name: "image copied", change: func(s, d *engine, o *Options) { d.images = nil }, imageCopy: true, actions: "/data federate,/tmp recreate"},
 		{name: "tmpfs from --tmpfs", change: func(s, d *engine, o *Options) {
 			c := web(vol)

@@ -14,6 +14,7 @@ import (
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
 
@@ -66,9 +67,11 @@ type mover struct {
 	ctr      container.InspectResponse
 
 	stopped  bool
-	layer    *layer   // the source's changes outside its volumes
+	layer    *layer // the source's changes outside its volumes
+	report   *Report
 	exports  []string // export volumes created on the source
 	volumes  []string // volumes created on the target
+	networks []string // networks created on the target
 	targetID string
 }
 
@@ -122,6 +125,7 @@ func (m *mover) run(ctx context.Context) error {
 		if err != nil {
 			return "", err
 		}
+		m.report = r
 		var msgs []string
 		for _, c := range r.Failed() {
 			msgs = append(msgs, c.Name+": "+c.Detail)
@@ -261,8 +265,11 @@ func (m *mover) moveVolumes(ctx context.Context, r *Report) (string, error) {
 			continue
 		}
 		ctrl := p.Name + ExportSuffix
-		if _, err := m.src.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: ctrl, Driver: PluginName,
-			DriverOpts: map[string]string{"export": p.Name, "to": m.dst.Context}}); err != nil {
+		opts := map[string]string{"export": p.Name, "to": m.dst.Context}
+		if p.Driver == "local" {
+			opts["driver"] = "local"
+		}
+		if _, err := m.src.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: ctrl, Driver: PluginName, DriverOpts: opts}); err != nil {
 			return "", fmt.Errorf("opening an export of volume %s on %s: %w", p.Name, m.src.Context, err)
 		}
 		m.exports = append(m.exports, ctrl)
@@ -291,6 +298,11 @@ func (m *mover) moveVolumes(ctx context.Context, r *Report) (string, error) {
 // configuration, leaving out what merely repeats the image's defaults.
 func (m *mover) create(ctx context.Context) error {
 	cfg := *m.ctr.Config
+	// The engine names a container's host after its short ID unless told
+	// otherwise; the target container gets its own.
+	if len(m.ctr.ID) >= 12 && cfg.Hostname == m.ctr.ID[:12] {
+		cfg.Hostname = ""
+	}
 	if img, err := m.src.API.ImageInspect(ctx, m.ctr.Image); err == nil && img.Config != nil {
 		withoutImageDefaults(&cfg, img.Config)
 	}
@@ -299,12 +311,60 @@ func (m *mover) create(ctx context.Context) error {
 		hc.Binds = slices.DeleteFunc(slices.Clone(hc.Binds), func(b string) bool { return strings.HasPrefix(b, "/") })
 		hc.Mounts = slices.DeleteFunc(slices.Clone(hc.Mounts), func(mt mount.Mount) bool { return mt.Type == mount.TypeBind })
 	}
-	resp, err := m.dst.API.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &cfg, HostConfig: &hc, Name: m.res.Container})
+	retargetVolumes(&hc, m.report.Mounts)
+	made, err := m.ensureNetworks(ctx)
+	m.networks = append(m.networks, made...)
+	if err != nil {
+		return err
+	}
+	nets := userNetworks(m.ctr)
+	var netCfg *network.NetworkingConfig
+	if len(nets) > 0 {
+		netCfg = &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{
+			nets[0]: endpoint(m.ctr.NetworkSettings.Networks[nets[0]], m.ctr.ID),
+		}}
+	}
+	resp, err := m.dst.API.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &cfg, HostConfig: &hc, NetworkingConfig: netCfg, Name: m.res.Container})
 	if err != nil {
 		return fmt.Errorf("creating %s on %s: %w", m.res.Container, m.dst.Context, err)
 	}
 	m.targetID = resp.ID
+	if len(nets) > 1 {
+		return m.connectNetworks(ctx, nets[1:])
+	}
 	return nil
+}
+
+// retargetVolumes points the target container's volume mounts at the
+// federated cargo volumes made for them: local-driver mounts name the
+// cargo driver instead, and anonymous volumes are named.
+func retargetVolumes(hc *container.HostConfig, plans []MountPlan) {
+	if hc.VolumeDriver == "local" {
+		hc.VolumeDriver = ""
+	}
+	hc.Mounts = slices.Clone(hc.Mounts)
+	for i, mt := range hc.Mounts {
+		if mt.Type != mount.TypeVolume || mt.VolumeOptions == nil || mt.VolumeOptions.DriverConfig == nil {
+			continue
+		}
+		if mt.VolumeOptions.DriverConfig.Name == "local" {
+			vo := *mt.VolumeOptions
+			vo.DriverConfig = nil
+			hc.Mounts[i].VolumeOptions = &vo
+		}
+	}
+	hc.Binds = slices.Clone(hc.Binds)
+	for _, p := range plans {
+		if p.Action != "federate" || !p.Anonymous {
+			continue
+		}
+		i := slices.IndexFunc(hc.Mounts, func(mt mount.Mount) bool { return mt.Type == mount.TypeVolume && mt.Target == p.Destination })
+		if i >= 0 {
+			hc.Mounts[i].Source = p.Name
+			continue
+		}
+		hc.Binds = append(hc.Binds, p.Name+":"+p.Destination)
+	}
 }
 
 // withoutImageDefaults clears the fields of cfg that only repeat the
@@ -341,6 +401,11 @@ func (m *mover) rollback(ctx context.Context) error {
 	}
 	for _, v := range m.volumes {
 		if _, err := m.dst.API.VolumeRemove(ctx, v, client.VolumeRemoveOptions{Force: true}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, n := range m.networks {
+		if _, err := m.dst.API.NetworkRemove(ctx, n, client.NetworkRemoveOptions{}); err != nil {
 			errs = append(errs, err)
 		}
 	}

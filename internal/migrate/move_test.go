@@ -1,7 +1,9 @@
 package migrate
 
 import (
+	"github.com/moby/moby/api/types/mount"
 	"slices"
+	"strings"
 	"testing"
 
 	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
@@ -37,5 +39,29 @@ func TestWithoutImageDefaults(t *testing.T) {
 	}
 	if cfg.WorkingDir != "/srv" || !slices.Equal(cfg.Env, []string{"APP_MODE=prod"}) || len(cfg.Labels) != 1 || cfg.Labels["tier"] != "front" {
 		t.Errorf("overrides lost: %+v", cfg)
+	}
+}
+
+func TestRetargetVolumes(t *testing.T) {
+	anon := strings.Repeat("ab", 32)
+	hc := &container.HostConfig{
+		VolumeDriver: "local",
+		Binds:        []string{"cache:/cache", "data:/data:ro"},
+		Mounts: []mount.Mount{
+			{Type: mount.TypeVolume, Source: "logs", Target: "/logs", VolumeOptions: &mount.VolumeOptions{DriverConfig: &mount.Driver{Name: "local"}}},
+			{Type: mount.TypeVolume, Target: "/spool"},
+		},
+	}
+	retargetVolumes(hc, []MountPlan{
+		{Action: "federate", Name: "cache", Driver: "local", Destination: "/cache"},
+		{Action: "federate", Name: "logs", Driver: "local", Destination: "/logs"},
+		{Action: "federate", Name: anon, Driver: "local", Destination: "/spool", Anonymous: true},
+		{Action: "federate", Name: anon + "x", Driver: "local", Destination: "/var/lib/app", Anonymous: true},
+	})
+	if hc.VolumeDriver != "" || hc.Mounts[0].VolumeOptions.DriverConfig != nil || hc.Mounts[1].Source != anon {
+		t.Errorf("mounts not retargeted: %+v", hc)
+	}
+	if want := []string{"cache:/cache", "data:/data:ro", anon + "x:/var/lib/app"}; !slices.Equal(hc.Binds, want) {
+		t.Errorf("binds %v, want %v", hc.Binds, want)
 	}
 }

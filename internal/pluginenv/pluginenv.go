@@ -24,6 +24,9 @@ type Config struct {
 	MountDir string
 	// RunDir holds the plugin's private mounts (FUSE views of sources).
 	RunDir string
+	// EngineVolumes is the engine's volumes directory, mounted read only,
+	// where local-driver volumes are read for export.
+	EngineVolumes string
 	// Socket is the plugin API socket the engine connects to.
 	Socket string
 	// ListenAddr is the peer service's listen address (host:port).
@@ -39,11 +42,12 @@ type Config struct {
 // address from the host's network when ADVERTISE_ADDR is unset.
 func FromEnv(getenv func(string) string) (*Config, error) {
 	c := &Config{
-		StateDir:   or(getenv("CARGO_STATE_DIR"), "/mnt/state/cargo"),
-		MountDir:   or(getenv("CARGO_MOUNT_DIR"), "/mnt/volumes"),
-		RunDir:     or(getenv("CARGO_RUN_DIR"), "/run/cargo"),
-		Socket:     or(getenv("CARGO_SOCKET"), "/run/docker/plugins/cargo.sock"),
-		ListenAddr: or(getenv("LISTEN_ADDR"), fmt.Sprintf(":%d", DefaultPort)),
+		StateDir:      or(getenv("CARGO_STATE_DIR"), "/mnt/state/cargo"),
+		MountDir:      or(getenv("CARGO_MOUNT_DIR"), "/mnt/volumes"),
+		RunDir:        or(getenv("CARGO_RUN_DIR"), "/run/cargo"),
+		EngineVolumes: or(getenv("CARGO_ENGINE_VOLUMES"), "/mnt/engine-volumes"),
+		Socket:        or(getenv("CARGO_SOCKET"), "/run/docker/plugins/cargo.sock"),
+		ListenAddr:    or(getenv("LISTEN_ADDR"), fmt.Sprintf(":%d", DefaultPort)),
 	}
 	if v := getenv("DEBUG"); v != "" {
 		b, err := strconv.ParseBool(v)

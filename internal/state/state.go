@@ -47,6 +47,11 @@ const (
 type ExportRecord struct {
 	// Volume is the volume exported.
 	Volume string `json:"volume"`
+	// Engine is set when Volume is a volume of the engine's local driver,
+	// read through the plugin's view of the engine's volumes directory.
+	// The plugin cannot freeze such a volume; the migration tool keeps its
+	// container stopped.
+	Engine bool   `json:"engine,omitempty"`
 	ID     string `json:"id"`
 	// Token is the export's credential. It is kept (not just its hash)
 	// because the export volume's Status hands it to the migration tool.
@@ -57,7 +62,8 @@ type ExportRecord struct {
 	Report      string    `json:"report,omitempty"`
 }
 
-// Open reports whether the export still freezes its volume.
+// Open reports whether the export is still served (and, for a cargo
+// volume, freezes it).
 func (e *ExportRecord) Open() bool { return e.CompletedAt.IsZero() }
 
 // FederationRecord is a federated volume's state.
