@@ -36,6 +36,7 @@ move, changing nothing.`,
 	flags.StringVarP(&opts.format, "format", "f", "", "Format the result: 'json'")
 	cmd.AddCommand(
 		newCheckCmd(dockerCli),
+		newLsCmd(dockerCli),
 		newStatusCmd(dockerCli),
 		newVersionCmd(dockerCli),
 	)

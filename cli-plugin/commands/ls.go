@@ -1,0 +1,157 @@
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"text/tabwriter"
+	"text/template"
+	"time"
+
+	"github.com/docker/cli/cli"
+	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/command/formatter"
+	"github.com/docker/cli/templates"
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+
+	"github.com/cargo-migrate/cargo/internal/dockerctx"
+	"github.com/cargo-migrate/cargo/internal/migrate"
+)
+
+// lsTimeout bounds each host: an unreachable one (an ssh context to a
+// machine that is down) must not hold up the others' listing.
+const lsTimeout = 10 * time.Second
+
+func newLsCmd(dockerCli command.Cli) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:     "ls [OPTIONS]",
+		Aliases: []string{"list"},
+		Short:   "List the containers of every docker context and where they moved",
+		Args:    cli.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runLs(cmd.Context(), dockerCli, format)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "Format output: 'table', 'json', or a Go template applied to each row")
+	return cmd
+}
+
+func runLs(ctx context.Context, dockerCli command.Cli, format string) error {
+	// A bad template is refused before any host is asked.
+	if _, err := lsTemplate(format); err != nil {
+		return err
+	}
+	metas, err := dockerCli.ContextStore().List()
+	if err != nil {
+		return fmt.Errorf("listing docker contexts: %w", err)
+	}
+	current := dockerCli.CurrentContext()
+	names := []string{}
+	for _, m := range metas {
+		names = append(names, m.Name)
+	}
+	// Like `docker context ls`: the current context is listed even when
+	// the store lacks it (it then shows as unreachable).
+	if !slices.Contains(names, current) {
+		names = append(names, current)
+	}
+	var (
+		mu     sync.Mutex
+		opened []client.APIClient
+	)
+	hosts := make([]migrate.Host, 0, len(names))
+	for _, n := range names {
+		hosts = append(hosts, migrate.Host{Context: n, Current: n == current, Connect: func() (migrate.Lister, error) {
+			api, err := dockerctx.Client(dockerCli, n)
+			if err != nil {
+				return nil, err
+			}
+			// The CLI's own client is the CLI's to close.
+			if n != current {
+				mu.Lock()
+				opened = append(opened, api)
+				mu.Unlock()
+			}
+			return api, nil
+		}})
+	}
+	rows := migrate.ListHosts(ctx, hosts, lsTimeout)
+	for _, api := range opened {
+		_ = api.Close()
+	}
+	return printContainers(dockerCli.Out(), rows, format)
+}
+
+// lsTemplate parses a --format that is neither table nor json; nil for
+// those.
+func lsTemplate(format string) (*template.Template, error) {
+	switch format {
+	case "", formatter.TableFormatKey, formatter.JSONFormatKey:
+		return nil, nil
+	}
+	tmpl, err := templates.Parse(format)
+	if err != nil {
+		return nil, fmt.Errorf("template parsing error: %w", err)
+	}
+	return tmpl, nil
+}
+
+func printContainers(w io.Writer, rows []migrate.ContainerRow, format string) error {
+	tmpl, err := lsTemplate(format)
+	if err != nil {
+		return err
+	}
+	switch {
+	case format == formatter.JSONFormatKey:
+		if rows == nil {
+			rows = []migrate.ContainerRow{}
+		}
+		return json.NewEncoder(w).Encode(rows)
+	case tmpl != nil:
+		for _, r := range rows {
+			if err := tmpl.Execute(w, r); err != nil {
+				return err
+			}
+			fmt.Fprintln(w)
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(tw, "CONTEXT\tCONTAINER\tIMAGE\tSTATUS\tMIGRATION\tDETAIL")
+	for _, r := range rows {
+		name := r.Context
+		if r.Current {
+			name += " *"
+		}
+		status := r.Status
+		if r.State == migrate.StateUnreachable {
+			status = r.State
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, dash(r.Container), dash(r.Image), dash(status), migrationText(r), r.Error)
+	}
+	return tw.Flush()
+}
+
+// migrationText is the MIGRATION column: where the container went or
+// came from, and how far its copy is.
+func migrationText(r migrate.ContainerRow) string {
+	switch r.Migration {
+	case migrate.MigrationMovedOut:
+		return "moved out to " + r.To
+	case migrate.MigrationMovedIn:
+		return fmt.Sprintf("moved in from %s (%s)", r.From, r.Progress)
+	}
+	return dash(r.Migration)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,118 @@
+package commands
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cargo-migrate/cargo/internal/migrate"
+)
+
+func lsRows() []migrate.ContainerRow {
+	return []migrate.ContainerRow{
+		{Context: "default", Current: true, Container: "web", ID: "0a1b2c3d4e5f", Image: "nginx:1.27", State: "exited",
+			Status: "Exited (0) 5 minutes ago", Migration: migrate.MigrationMovedOut, To: "host2"},
+		{Context: "default", Current: true, Container: "worker", ID: "1a1b2c3d4e5f", Image: "busybox", State: "running",
+			Status: "Up 2 hours", Migration: migrate.MigrationNone},
+		{Context: "host2", Container: "db", ID: "2a1b2c3d4e5f", Image: "postgres:17", State: "running", Status: "Up 1 minute",
+			Migration: migrate.MigrationMovedIn, From: "198.18.0.2:7450", Progress: "61% stalled", BytesCopied: 61, BytesTotal: 100,
+			Error: "pgdata: connection refused"},
+		{Context: "host2", Container: "web", ID: "3a1b2c3d4e5f", Image: "nginx:1.27", State: "running", Status: "Up 3 minutes",
+			Migration: migrate.MigrationMovedIn, From: "198.18.0.1:7450", Progress: "complete", BytesCopied: 100, BytesTotal: 100},
+		{Context: "host3", State: migrate.StateUnreachable,
+			Error: `cannot reach the engine of docker context "host3": context deadline exceeded`},
+	}
+}
+
+func TestPrintContainersGolden(t *testing.T) {
+	tests := []struct {
+		name, format string
+		rows         []migrate.ContainerRow
+	}{
+		{"ls", "", lsRows()},
+		{"ls-empty", "table", nil},
+		{"ls-template", "{{.Context}} {{.Container}} {{.Migration}} {{.Progress}}", lsRows()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := printContainers(&b, tt.rows, tt.format); err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tt.name, b.Bytes())
+		})
+	}
+}
+
+func TestPrintContainersJSON(t *testing.T) {
+	for _, rows := range [][]migrate.ContainerRow{nil, lsRows()} {
+		var b bytes.Buffer
+		if err := printContainers(&b, rows, "json"); err != nil {
+			t.Fatal(err)
+		}
+		var back []migrate.ContainerRow
+		if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+			t.Fatalf("%v: %s", err, b.Bytes())
+		}
+		if back == nil {
+			t.Fatalf("null rather than []: %s", b.Bytes())
+		}
+		if !slices.Equal(back, rows) {
+			t.Fatalf("got back  %+v\nwant %+v", back, rows)
+		}
+		// The context's name stays plain: the * is for tables only.
+		if strings.Contains(b.String(), "*") {
+			t.Errorf("current marker in json: %s", b.Bytes())
+		}
+	}
+}
+
+func TestPrintContainersJSONFields(t *testing.T) {
+	var b bytes.Buffer
+	if err := printContainers(&b, lsRows()[2:3], "json"); err != nil {
+		t.Fatal(err)
+	}
+	var back []map[string]any
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range back[0] {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := []string{"bytes_copied", "bytes_total", "container", "context", "current", "error", "from", "id", "image", "migration", "progress", "state", "status"}
+	if !slices.Equal(keys, want) {
+		t.Fatalf("fields %v, want %v", keys, want)
+	}
+}
+
+func TestPrintContainersBadFormat(t *testing.T) {
+	var b bytes.Buffer
+	err := printContainers(&b, lsRows(), "{{.Nope")
+	if err == nil || !strings.Contains(err.Error(), "template parsing error") {
+		t.Fatalf("err = %v", err)
+	}
+	if b.Len() != 0 {
+		t.Errorf("printed %q before failing", b.String())
+	}
+}
+
+func TestMigrationText(t *testing.T) {
+	tests := []struct {
+		r    migrate.ContainerRow
+		want string
+	}{
+		{migrate.ContainerRow{}, "-"},
+		{migrate.ContainerRow{Migration: migrate.MigrationNone}, "-"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2"}, "moved out to host2"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "a:1", Progress: "failed over"}, "moved in from a:1 (failed over)"},
+	}
+	for _, tt := range tests {
+		if got := migrationText(tt.r); got != tt.want {
+			t.Errorf("migrationText(%+v) = %q, want %q", tt.r, got, tt.want)
+		}
+	}
+}
