@@ -19,6 +19,8 @@ type moveOptions struct {
 	to             string
 	skipBindMounts bool
 	format         string
+	progress       string
+	hooks          migrate.Hooks
 }
 
 // runMove is `docker migrate CONTAINER --to CONTEXT`.
@@ -29,6 +31,23 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 	if opts.format != "" && opts.format != formatter.JSONFormatKey {
 		return fmt.Errorf("--format takes json")
 	}
+	mode, err := resolveProgress(opts.progress, dockerCli.Out().IsTerminal())
+	if err != nil {
+		return err
+	}
+	// The progress goes to stdout, unless it would mix with the JSON
+	// result there: then only --progress json shows, on stderr.
+	var progressOut io.Writer = dockerCli.Out()
+	if opts.format == formatter.JSONFormatKey {
+		progressOut = dockerCli.Err()
+		if mode != progressJSON {
+			mode = progressQuiet
+		}
+	}
+	if mode == progressQuiet {
+		// Where notices, warnings among them, still go.
+		progressOut = dockerCli.Err()
+	}
 	src, dst, err := endpoints(dockerCli, opts.to)
 	if err != nil {
 		return err
@@ -36,16 +55,23 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 	// Ctrl-C rolls the move back rather than leaving it half done.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	out := dockerCli.Out()
-	var progress migrate.Progress
-	if opts.format == "" {
-		progress = plainProgress{out}
-	}
-	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts}, progress)
+	progress, err := newProgress(mode, progressOut, false)
 	if err != nil {
 		return err
 	}
-	if opts.format == formatter.JSONFormatKey {
+	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts,
+		Hooks: opts.hooks, HookOutput: progress}, progress)
+	// A live display ends before anything else is printed, the error too.
+	progress.Close()
+	if err != nil {
+		return err
+	}
+	out := dockerCli.Out()
+	for _, w := range res.Warnings {
+		fmt.Fprintln(dockerCli.Err(), "warning:", w)
+	}
+	// With --progress json, stdout is JSON lines: the result is the last.
+	if opts.format == formatter.JSONFormatKey || mode == progressJSON {
 		return json.NewEncoder(out).Encode(res)
 	}
 	fmt.Fprintf(out, "%s runs on %s; downtime %s.\n", res.Container, res.Target, res.Downtime.Round(time.Millisecond))
@@ -53,13 +79,4 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 		fmt.Fprintf(out, "Volume %s is copied in the background: docker --context %s volume inspect -f '{{json .Status}}' %s\n", v, res.Target, v)
 	}
 	return nil
-}
-
-// plainProgress prints a line as each phase ends.
-type plainProgress struct{ w io.Writer }
-
-func (plainProgress) PhaseStarted(string) {}
-
-func (p plainProgress) PhaseDone(ph migrate.Phase) {
-	fmt.Fprintf(p.w, "%-8s %7s  %s\n", ph.Name, ph.Duration.Round(time.Millisecond), ph.Detail)
 }

@@ -34,8 +34,13 @@ move, changing nothing.`,
 	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to")
 	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Start the container on the target without its bind mounts")
 	flags.StringVarP(&opts.format, "format", "f", "", "Format the result: 'json'")
+	flags.StringVar(&opts.progress, "progress", "auto", "Set type of progress output: 'auto', 'plain', 'tty', 'quiet' or 'json'")
+	flags.StringVar(&opts.hooks.PreRestore, "hook-pre-restore", "", "Shell command run before the container is created on the target; its failure rolls the move back")
+	flags.StringVar(&opts.hooks.PostRestore, "hook-post-restore", "", "Shell command run after the container started on the target; its failure is a warning")
+	flags.StringVar(&opts.hooks.FailedRestore, "hook-failed-restore", "", "Shell command run when the move is rolled back")
 	cmd.AddCommand(
 		newCheckCmd(dockerCli),
+		newFailoverCmd(dockerCli),
 		newLsCmd(dockerCli),
 		newStatusCmd(dockerCli),
 		newVersionCmd(dockerCli),

@@ -69,7 +69,9 @@ func kindOf(opts map[string]string) (state.Kind, error) {
 		}
 		return state.KindExport, onlyOptions(opts, "export", "to", "driver")
 	case from:
-		return state.KindFederated, onlyOptions(opts, "from")
+		// context names the source's docker context, for the migration
+		// tool to find the export again; the plugin only shows it.
+		return state.KindFederated, onlyOptions(opts, "from", "context")
 	}
 	return state.KindLocal, nil
 }

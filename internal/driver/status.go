@@ -36,6 +36,13 @@ func rfc3339(t time.Time) string {
 
 func (d *Driver) federationStatus(v *state.Volume, fr *state.FederationRecord, st map[string]any) {
 	st["source"] = fr.Source
+	if c := v.Options["context"]; c != "" {
+		st["source_context"] = c
+	}
+	if fr.Settled {
+		// Every file is local and the source is no longer needed.
+		st["settled"] = true
+	}
 	st["started_at"] = rfc3339(fr.StartedAt)
 	st["completed_at"] = rfc3339(fr.CompletedAt)
 	st["files_total"] = fr.FilesTotal

@@ -5,6 +5,7 @@ package migrate
 
 import (
 	"context"
+	"io"
 	"fmt"
 	"strings"
 
@@ -35,6 +36,10 @@ type Side struct {
 type Options struct {
 	// SkipBindMounts lets the container move without its bind mounts.
 	SkipBindMounts bool
+	// Hooks run around the restore on the target; their output goes to
+	// HookOutput (discarded when nil).
+	Hooks      Hooks
+	HookOutput io.Writer
 }
 
 // Check is one check's outcome.

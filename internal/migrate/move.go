@@ -43,6 +43,9 @@ type Result struct {
 	// Downtime runs from the stop on the source to the start on the target.
 	Downtime time.Duration `json:"downtime_ns"`
 	Volumes  []string      `json:"volumes"`
+	// Warnings tell what went wrong without stopping the move, such as a
+	// failed post-restore hook.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Progress hears of a move's phases as they start and end.
@@ -89,7 +92,11 @@ func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, pro
 		// a fresh one.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		if rerr := m.rollback(rctx); rerr != nil {
+		rerr := m.rollback(rctx)
+		if herr := m.hook(rctx, HookFailedRestore, opts.Hooks.FailedRestore, err); herr != nil {
+			rerr = errors.Join(rerr, herr)
+		}
+		if rerr != nil {
 			return nil, fmt.Errorf("%w; rolling back also failed: %v", err, rerr)
 		}
 		return nil, fmt.Errorf("%w; rolled back: %s runs on %s again", err, m.res.Container, src.Context)
@@ -175,6 +182,9 @@ func (m *mover) run(ctx context.Context) error {
 	if err := m.phase(ctx, "volumes", func(ctx context.Context) (string, error) { return m.moveVolumes(ctx, r) }); err != nil {
 		return err
 	}
+	if err := m.hook(ctx, HookPreRestore, m.opts.Hooks.PreRestore, nil); err != nil {
+		return err
+	}
 	if err := m.phase(ctx, "create", func(ctx context.Context) (string, error) {
 		if err := m.create(ctx); err != nil {
 			return "", err
@@ -190,7 +200,23 @@ func (m *mover) run(ctx context.Context) error {
 		return err
 	}
 	m.res.Downtime = time.Since(stopAt)
+	if err := m.hook(ctx, HookPostRestore, m.opts.Hooks.PostRestore, nil); err != nil {
+		m.res.Warnings = append(m.res.Warnings, err.Error())
+	}
 	return nil
+}
+
+// hook runs one of the user's hooks, if set.
+func (m *mover) hook(ctx context.Context, which, command string, cause error) error {
+	out := m.opts.HookOutput
+	if out == nil {
+		out = io.Discard
+	}
+	env := HookEnv{Container: m.res.Container, ContainerID: m.ctr.ID, Source: m.src.Context, Target: m.dst.Context}
+	if cause != nil {
+		env.Error = cause.Error()
+	}
+	return runHook(ctx, which, command, env, out)
 }
 
 // mountPath reports whether p is a mount destination or one of the
@@ -282,7 +308,7 @@ func (m *mover) moveVolumes(ctx context.Context, r *Report) (string, error) {
 			return "", fmt.Errorf("the export of volume %s on %s has no ticket", p.Name, m.src.Context)
 		}
 		if _, err := m.dst.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: p.Name, Driver: PluginName,
-			DriverOpts: map[string]string{"from": ticket}}); err != nil {
+			DriverOpts: map[string]string{"from": ticket, "context": m.src.Context}}); err != nil {
 			return "", fmt.Errorf("creating volume %s on %s: %w", p.Name, m.dst.Context, err)
 		}
 		m.volumes = append(m.volumes, p.Name)

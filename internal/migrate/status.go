@@ -13,9 +13,15 @@ import (
 // VolumeStatus is the copy state of one moved volume of one container,
 // read from the volume's Status on the engine it moved to.
 type VolumeStatus struct {
-	Container   string    `json:"container"`
-	Volume      string    `json:"volume"`
-	Source      string    `json:"source"`
+	Container string `json:"container"`
+	Volume    string `json:"volume"`
+	Source    string `json:"source"`
+	// SourceContext is the docker context the volume moved from, when
+	// docker migrate moved it.
+	SourceContext string `json:"source_context,omitempty"`
+	// Settled is set once the copy is complete and the volume no longer
+	// depends on the source.
+	Settled     bool      `json:"settled,omitempty"`
 	State       string    `json:"state"`
 	Error       string    `json:"error,omitempty"`
 	FilesCopied int64     `json:"files_copied"`
@@ -86,6 +92,8 @@ func volumeStatus(ctr, vol string, st map[string]any) (VolumeStatus, bool) {
 		StartedAt: when("started_at"), UpdatedAt: when("updated_at"), CompletedAt: when("completed_at"),
 	}
 	s.State, _ = st["state"].(string)
+	s.SourceContext, _ = st["source_context"].(string)
+	s.Settled, _ = st["settled"].(bool)
 	s.Error, _ = st["error"].(string)
 	s.ETA = eta(s)
 	return s, true
