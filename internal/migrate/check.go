@@ -5,8 +5,8 @@ package migrate
 
 import (
 	"context"
-	"io"
 	"fmt"
+	"io"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
