@@ -8,6 +8,7 @@
 #   tests/hosts.sh exec [-p PREFIX] HOST CMD...           run CMD inside host HOST (h1, h2, ...)
 #   tests/hosts.sh restart [-p PREFIX] HOST               stop HOST's engine cleanly and start it again
 #   tests/hosts.sh stop [-p PREFIX] HOST                  stop HOST's engine for good (down still cleans up)
+#   tests/hosts.sh start [-p PREFIX] HOST                 start HOST's engine again after stop
 #   tests/hosts.sh env  [-p PREFIX]                       print the environment file
 #
 # Layout, with BASE=/var/tmp/PREFIX:
@@ -33,7 +34,7 @@ log() { printf '[hosts %s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 cmd=${1:-}
-[ -n "$cmd" ] || die "usage: $0 up|down|exec|restart|stop|env [-n N] [-p PREFIX] [--registry]"
+[ -n "$cmd" ] || die "usage: $0 up|down|exec|restart|stop|start|env [-n N] [-p PREFIX] [--registry]"
 shift
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -111,7 +112,8 @@ link() {
 }
 
 start_engine() {
-	local i=$1 dir=$BASE/h$i ns=$PREFIX-h$i
+	local i=$1
+	local dir=$BASE/h$i ns=$PREFIX-h$i
 	mkdir -p "$dir/run" "$dir/docker"
 	cat >"$dir/daemon.json" <<-EOF
 	{
@@ -344,6 +346,13 @@ case $cmd in
 up) up ;;
 restart) restart_engine "${1:?usage: $0 restart [-p PREFIX] HOST}" ;;
 stop) stop_engine "${1:?usage: $0 stop [-p PREFIX] HOST}"; log "$1 stopped" ;;
+start)
+	h=${1:?usage: $0 start [-p PREFIX] HOST}
+	[ -d "$BASE/$h" ] || die "no such host: $h"
+	start_engine "${h#h}"
+	wait_for "engine $h" 90 dk "${h#h}" version || die "engine $h did not come back (log: $BASE/$h/dockerd.log)"
+	log "$h started"
+	;;
 down) down ;;
 env) cat "$BASE/env" ;;
 exec)

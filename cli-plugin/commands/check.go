@@ -20,6 +20,7 @@ import (
 type checkOptions struct {
 	to             string
 	skipBindMounts bool
+	force          bool
 	format         string
 }
 
@@ -36,6 +37,7 @@ func newCheckCmd(dockerCli command.Cli) *cobra.Command {
 	flags := cmd.Flags()
 	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to (required)")
 	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Accept that bind mounts stay behind")
+	flags.BoolVar(&opts.force, "force", false, "Report the checks that can safely be skipped as skipped")
 	flags.StringVarP(&opts.format, "format", "f", "", "Format output: 'json', or a Go template")
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
@@ -59,7 +61,7 @@ func runCheck(ctx context.Context, dockerCli command.Cli, name string, opts chec
 	if err != nil {
 		return err
 	}
-	r, err := migrate.CheckMove(ctx, src.Side(), dst.Side(), name, migrate.Options{SkipBindMounts: opts.skipBindMounts})
+	r, err := migrate.CheckMove(ctx, src.Side(), dst.Side(), name, migrate.Options{SkipBindMounts: opts.skipBindMounts, Force: opts.force})
 	if err != nil {
 		return err
 	}
@@ -93,7 +95,10 @@ func printReport(w io.Writer, r *migrate.Report, format string) error {
 	fmt.Fprintf(tw, "CHECK\tRESULT\tDETAIL\n")
 	for _, c := range r.Checks {
 		res := "ok"
-		if !c.OK {
+		switch {
+		case c.Skipped:
+			res = "skipped"
+		case !c.OK:
 			res = "FAILED"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, res, c.Detail)

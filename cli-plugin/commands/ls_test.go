@@ -108,7 +108,7 @@ func TestMigrationText(t *testing.T) {
 		{migrate.ContainerRow{}, "-"},
 		{migrate.ContainerRow{Migration: migrate.MigrationNone}, "-"},
 		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2"}, "moved out to host2"},
-		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "a:1", Progress: "failed over"}, "moved in from a:1 (failed over)"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "a:1", Progress: "complete, local"}, "moved in from a:1 (complete, local)"},
 	}
 	for _, tt := range tests {
 		if got := migrationText(tt.r); got != tt.want {

@@ -21,6 +21,7 @@ type moveOptions struct {
 	format         string
 	progress       string
 	hooks          migrate.Hooks
+	force          bool
 }
 
 // runMove is `docker migrate CONTAINER --to CONTEXT`.
@@ -59,7 +60,7 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 	if err != nil {
 		return err
 	}
-	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts,
+	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts, Force: opts.force,
 		Hooks: opts.hooks, HookOutput: progress}, progress)
 	// A live display ends before anything else is printed, the error too.
 	progress.Close()

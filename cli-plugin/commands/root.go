@@ -33,6 +33,7 @@ move, changing nothing.`,
 	flags := cmd.Flags()
 	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to")
 	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Start the container on the target without its bind mounts")
+	flags.BoolVar(&opts.force, "force", false, "Go on past the checks that can safely be skipped (free ports and disk, local volumes shared)")
 	flags.StringVarP(&opts.format, "format", "f", "", "Format the result: 'json'")
 	flags.StringVar(&opts.progress, "progress", "auto", "Set type of progress output: 'auto', 'plain', 'tty', 'quiet' or 'json'")
 	flags.StringVar(&opts.hooks.PreRestore, "hook-pre-restore", "", "Shell command run before the container is created on the target; its failure rolls the move back")

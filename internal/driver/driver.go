@@ -202,6 +202,9 @@ func (d *Driver) detach(name string) error {
 }
 
 func errNoSuchVolume(name string) error {
+	if name == HostInfoName {
+		return errReserved()
+	}
 	return fmt.Errorf("no such volume: %q", name)
 }
 
@@ -210,6 +213,9 @@ func errNoSuchVolume(name string) error {
 func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := names.ValidateVolume(req.Name); err != nil {
 		return err
+	}
+	if req.Name == HostInfoName {
+		return errReserved()
 	}
 	kind, err := kindOf(req.Options)
 	if err != nil {
@@ -414,6 +420,9 @@ func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
 // Get describes one volume. It never fails for a volume that exists: the
 // engine forgets a volume whose Get fails.
 func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
+	if req.Name == HostInfoName {
+		return &volume.GetResponse{Volume: d.hostInfo()}, nil
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	v, ok := d.vols[req.Name]

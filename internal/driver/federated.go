@@ -69,6 +69,9 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 	if err != nil {
 		return fmt.Errorf("volume %q: the source's manifest: %w", name, err)
 	}
+	if err := d.roomFor(m); err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
 	root := &m.Entries[0]
 	for _, dir := range []string{d.store.DataDir(name), d.store.WorkDir(name)} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
@@ -24,6 +25,7 @@ type Engine interface {
 	ImageInspect(ctx context.Context, image string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error)
 	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
 	NetworkInspect(ctx context.Context, network string, options client.NetworkInspectOptions) (client.NetworkInspectResult, error)
+	VolumeInspect(ctx context.Context, volumeID string, options client.VolumeInspectOptions) (client.VolumeInspectResult, error)
 }
 
 // Side names one engine for messages: its docker context.
@@ -36,6 +38,9 @@ type Side struct {
 type Options struct {
 	// SkipBindMounts lets the container move without its bind mounts.
 	SkipBindMounts bool
+	// Force lets the move go on past the checks whose failure leaves
+	// nothing at risk: the move then either works or rolls back.
+	Force bool
 	// Hooks run around the restore on the target; their output goes to
 	// HookOutput (discarded when nil).
 	Hooks      Hooks
@@ -47,6 +52,17 @@ type Check struct {
 	Name   string `json:"name"`
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
+	// Skipped is set for a failed check that --force let pass.
+	Skipped bool `json:"skipped,omitempty"`
+}
+
+// Checks --force may skip: if they were right, the move fails later and
+// rolls back (a port taken, a full disk), or the user accepts the risk
+// they name (a local volume written by another container while copied).
+var skippable = map[string]bool{
+	"local volumes not shared":       true,
+	"published ports free on target": true,
+	"enough disk on target":          true,
 }
 
 // MountPlan says what happens to one of the container's mounts.
@@ -146,7 +162,53 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 	}
 	r.checkImage(ctx, src, dst, ctr)
 	r.checkPorts(ctx, dst, ctr)
+	r.checkDisk(ctx, src, dst, ctr)
+	if opts.Force {
+		for i, c := range r.Checks {
+			if !c.OK && skippable[c.Name] {
+				r.Checks[i].OK, r.Checks[i].Skipped = true, true
+				r.Checks[i].Detail = "skipped with --force: " + c.Detail
+			}
+		}
+	}
 	return r, nil
+}
+
+// HostInfoVolume is the cargo plugin's reserved volume name whose Status
+// tells the host's free space for volumes.
+const HostInfoVolume = "cargo.host"
+
+// checkDisk compares the target's free space with what the move writes
+// there at once: the writable layer and, when copied, the image. The
+// volumes' copies are checked by the target's plugin when they start.
+func (r *Report) checkDisk(ctx context.Context, src, dst Side, ctr container.InspectResponse) {
+	const name = "enough disk on target"
+	v, err := dst.Engine.VolumeInspect(ctx, HostInfoVolume, client.VolumeInspectOptions{})
+	if err != nil {
+		// An older plugin does not tell; the move finds out.
+		return
+	}
+	free, ok := v.Volume.Status["free_bytes"].(float64)
+	if !ok {
+		return
+	}
+	var need int64
+	what := "writable layer"
+	if insp, err := src.Engine.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{Size: true}); err == nil && insp.Container.SizeRw != nil {
+		need = *insp.Container.SizeRw
+	}
+	if r.ImageCopy {
+		if img, err := src.Engine.ImageInspect(ctx, ctr.Image); err == nil {
+			need += img.Size
+			what += " and image"
+		}
+	}
+	var derr error
+	if float64(need) > free {
+		derr = fmt.Errorf("%s has %s free but the %s need %s: free some space on %s (`docker --context %s system prune`)",
+			dst.Context, units.BytesSize(free), what, units.BytesSize(float64(need)), dst.Context, dst.Context)
+	}
+	r.add(name, derr, fmt.Sprintf("%s free, %s needed now (%s)", units.BytesSize(free), units.BytesSize(float64(need)), what))
 }
 
 func reach(ctx context.Context, s Side) error {

@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/api/types/plugin"
 	"github.com/moby/moby/api/types/system"
+	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
 )
 
@@ -26,6 +27,7 @@ type engine struct {
 	images     map[string]bool
 	running    []container.Summary
 	networks   map[string]network.Inspect
+	free       float64 // bytes free for volumes; 0: the plugin does not say
 }
 
 var errDown = errors.New("connection refused")
@@ -70,6 +72,13 @@ func (e *engine) NetworkInspect(_ context.Context, name string, _ client.Network
 		return client.NetworkInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such network")
 	}
 	return client.NetworkInspectResult{Network: n}, nil
+}
+
+func (e *engine) VolumeInspect(_ context.Context, name string, _ client.VolumeInspectOptions) (client.VolumeInspectResult, error) {
+	if name != HostInfoVolume || e.free == 0 {
+		return client.VolumeInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such volume")
+	}
+	return client.VolumeInspectResult{Volume: volume.Volume{Status: map[string]any{"free_bytes": e.free}}}, nil
 }
 
 func cargo(enabled bool) []plugin.Plugin {
@@ -140,6 +149,26 @@ func TestCheckMove(t *testing.T) {
 			c.HostConfig = &container.HostConfig{Tmpfs: map[string]string{"/run": "size=1m"}}
 			s.containers["web"] = c
 		}, actions: "/data federate,/run recreate"},
+		{name: "disk enough", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.SizeRw = ptr(int64(1000))
+			s.containers["web"] = c
+			d.free = 5000
+		}, actions: "/data federate"},
+		{name: "disk full", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.SizeRw = ptr(int64(1 << 30))
+			s.containers["web"] = c
+			d.free = 5000
+		}, failed: "enough disk on target", detail: "dst has 4.883KiB free but the writable layer need 1GiB"},
+		{name: "disk full, forced", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.SizeRw = ptr(int64(1 << 30))
+			s.containers["web"] = c
+			d.free = 5000
+			o.Force = true
+		}, actions: "/data federate"},
+		{name: "forced is no help for a bind mount", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind); o.Force = true }, failed: "every mount can move", detail: "bind mount"},
 		{name: "image nowhere", change: func(s, d *engine, o *Options) { d.images, s.images = nil, nil }, failed: "image on target", detail: "lacks image app:1"},
 	}
 	for _, tt := range tests {
@@ -176,3 +205,5 @@ func TestCheckMove(t *testing.T) {
 		})
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -51,7 +51,8 @@ type ContainerRow struct {
 	// From is the address a moved-in container's volumes copy from.
 	From string `json:"from,omitempty"`
 	// Progress of a moved-in container's copy: "61%", "61% stalled",
-	// "complete", "failed" or "failed over".
+	// "complete", "complete, local" (settled: the source is no longer
+	// needed) or "failed".
 	Progress    string `json:"progress,omitempty"`
 	BytesCopied int64  `json:"bytes_copied"`
 	BytesTotal  int64  `json:"bytes_total"`
@@ -123,11 +124,12 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 	r.BytesCopied, r.BytesTotal = copied, total
 	r.Error = strings.Join(errs, "; ")
 	switch {
-	case settled > 0:
-		r.Progress = "failed over"
 	case failed > 0:
 		r.Progress = "failed"
-	case complete == federated:
+	case settled == federated:
+		// Every file is local: nothing depends on the source any more.
+		r.Progress = "complete, local"
+	case complete+settled == federated:
 		r.Progress = "complete"
 	default:
 		r.Progress = fmt.Sprintf("%d%%", percent(copied, total))

@@ -52,10 +52,13 @@ func TestSetMigration(t *testing.T) {
 			{"a", map[string]any{"state": "complete", "source": "s:1", "bytes_copied": 7.0, "bytes_total": 7.0}},
 			{"b", map[string]any{"state": "copying", "source": "s:1", "bytes_copied": 1.0, "bytes_total": 3.0}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "80%", BytesCopied: 8, BytesTotal: 10}},
-		{"failed over", []namedStatus{
+		{"settled", []namedStatus{
 			{"a", map[string]any{"state": "local", "settled": true, "source": "s:1"}},
 			{"b", map[string]any{"state": "complete", "source": "s:1"}},
-		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "failed over"}},
+		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "complete"}},
+		{"all settled", []namedStatus{
+			{"a", map[string]any{"state": "complete", "settled": true, "source": "s:1"}},
+		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "complete, local"}},
 		{"two sources", []namedStatus{
 			{"a", map[string]any{"state": "complete", "source": "s:1"}},
 			{"b", map[string]any{"state": "complete", "source": "t:2"}},

@@ -113,14 +113,7 @@ func midCopy(t *testing.T, h *harness.Host, vol string) int64 {
 
 // throttle limits what h sends, so that copies last long enough to break
 // them in the middle.
-func throttle(t *testing.T, h *harness.Host, rate string) {
-	t.Helper()
-	c := harness.Ctx(t)
-	if r := h.Exec(c, "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256k", "latency", "200ms"); r.Err != nil {
-		t.Fatal(r.Err)
-	}
-	t.Cleanup(func() { h.Exec(harness.Ctx(t), "tc", "qdisc", "del", "dev", "eth0", "root") })
-}
+func throttle(t *testing.T, h *harness.Host, rate string) { h.Throttle(t, rate) }
 
 // source prepares a filled volume on src and its listing.
 func source(t *testing.T, src *harness.Host, largeMB int) (vol, want string) {

@@ -315,6 +315,26 @@ func (h *Host) StopEngine(t testing.TB) {
 	}
 }
 
+// StartEngine starts the host's dockerd again after StopEngine.
+func (h *Host) StartEngine(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if out, err := h.env.script(ctx, "start", "-p", h.env.Prefix, h.Name).CombinedOutput(); err != nil {
+		t.Fatalf("starting engine %s: %v\n%s", h.Name, err, out)
+	}
+}
+
+// Throttle limits what h sends, so that copies last long enough to act
+// in the middle of them; the limit goes when the test ends.
+func (h *Host) Throttle(t testing.TB, rate string) {
+	t.Helper()
+	if r := h.Exec(Ctx(t), "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256k", "latency", "200ms"); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	t.Cleanup(func() { h.Exec(context.Background(), "tc", "qdisc", "del", "dev", "eth0", "root") })
+}
+
 // Command prepares a command to run inside the host's namespaces, for
 // the caller to start and stop (a packet capture, say).
 func (h *Host) Command(args ...string) *exec.Cmd {

@@ -12,13 +12,19 @@ import (
 var env *harness.Env
 
 func TestMain(m *testing.M) {
-	harness.Main(m, harness.Options{Prefix: "cgmig", Hosts: 2}, &env)
+	harness.Main(m, harness.Options{Prefix: "cgmig", Hosts: 3}, &env)
 }
 
 // migrate runs `docker migrate ARGS...` with h1 as the current context.
 func migrate(t *testing.T, args ...string) harness.Result {
 	t.Helper()
-	return env.Docker(harness.Ctx(t), append([]string{"--context", env.Hosts[0].Context, "migrate"}, args...)...)
+	return migrateOn(t, env.Hosts[0], args...)
+}
+
+// migrateOn runs `docker migrate ARGS...` with h's context current.
+func migrateOn(t *testing.T, h *harness.Host, args ...string) harness.Result {
+	t.Helper()
+	return env.Docker(harness.Ctx(t), append([]string{"--context", h.Context, "migrate"}, args...)...)
 }
 
 // `docker migrate check` reports every check and changes nothing; each
