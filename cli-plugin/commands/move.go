@@ -75,7 +75,11 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 	if opts.format == formatter.JSONFormatKey || mode == progressJSON {
 		return json.NewEncoder(out).Encode(res)
 	}
-	fmt.Fprintf(out, "%s runs on %s; downtime %s.\n", res.Container, res.Target, res.Downtime.Round(time.Millisecond))
+	if res.Running {
+		fmt.Fprintf(out, "%s runs on %s; downtime %s.\n", res.Container, res.Target, res.Downtime.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(out, "%s is on %s, stopped as it was on %s.\n", res.Container, res.Target, res.Source)
+	}
 	for _, v := range res.Volumes {
 		fmt.Fprintf(out, "Volume %s is copied in the background: docker --context %s volume inspect -f '{{json .Status}}' %s\n", v, res.Target, v)
 	}

@@ -42,7 +42,10 @@ type Result struct {
 	Phases    []Phase `json:"phases"`
 	// Downtime runs from the stop on the source to the start on the target.
 	Downtime time.Duration `json:"downtime_ns"`
-	Volumes  []string      `json:"volumes"`
+	// Running is false when the container was not running on the source:
+	// it is then left stopped on the target too.
+	Running bool     `json:"running"`
+	Volumes []string `json:"volumes"`
 	// Warnings tell what went wrong without stopping the move, such as a
 	// failed post-restore hook.
 	Warnings []string `json:"warnings,omitempty"`
@@ -87,7 +90,7 @@ func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, pro
 		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
 	err := m.run(ctx)
 	m.layer.Close()
-	if err != nil && m.stopped {
+	if err != nil && m.touched() {
 		// The caller's context may be what failed (Ctrl-C): roll back on
 		// a fresh one.
 		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -98,6 +101,9 @@ func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, pro
 		}
 		if rerr != nil {
 			return nil, fmt.Errorf("%w; rolling back also failed: %v", err, rerr)
+		}
+		if !m.stopped {
+			return nil, fmt.Errorf("%w; rolled back: %s is left on %s as it was", err, m.res.Container, src.Context)
 		}
 		return nil, fmt.Errorf("%w; rolled back: %s runs on %s again", err, m.res.Container, src.Context)
 	}
@@ -194,12 +200,18 @@ func (m *mover) run(ctx context.Context) error {
 		return err
 	}
 	if err := m.phase(ctx, "start", func(ctx context.Context) (string, error) {
+		if !m.stopped {
+			return "was not running on " + m.src.Context + ": left stopped", nil
+		}
 		_, err := m.dst.API.ContainerStart(ctx, m.targetID, client.ContainerStartOptions{})
 		return "", err
 	}); err != nil {
 		return err
 	}
-	m.res.Downtime = time.Since(stopAt)
+	if m.stopped {
+		m.res.Downtime = time.Since(stopAt)
+		m.res.Running = true
+	}
 	if err := m.hook(ctx, HookPostRestore, m.opts.Hooks.PostRestore, nil); err != nil {
 		m.res.Warnings = append(m.res.Warnings, err.Error())
 	}
@@ -440,8 +452,15 @@ func (m *mover) rollback(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if _, err := m.src.API.ContainerStart(ctx, m.ctr.ID, client.ContainerStartOptions{}); err != nil {
-		errs = append(errs, fmt.Errorf("starting %s on %s again: %w", m.res.Container, m.src.Context, err))
+	if m.stopped {
+		if _, err := m.src.API.ContainerStart(ctx, m.ctr.ID, client.ContainerStartOptions{}); err != nil {
+			errs = append(errs, fmt.Errorf("starting %s on %s again: %w", m.res.Container, m.src.Context, err))
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// touched reports whether the move changed anything to roll back.
+func (m *mover) touched() bool {
+	return m.stopped || m.targetID != "" || len(m.volumes) > 0 || len(m.exports) > 0 || len(m.networks) > 0
 }

@@ -188,3 +188,40 @@ func TestMoveCarriesWritableLayer(t *testing.T) {
 		t.Fatalf("%s's files on %s:\n%s\nwant:\n%s", web, h2.Name, got, want)
 	}
 }
+
+// A stopped container moves and stays stopped; a failed move of one
+// still removes what it made.
+func TestMoveStopped(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, vol := h1.Unique(t, "web"), h1.Unique(t, "v")
+	t.Cleanup(func() {
+		h2.Docker(harness.Ctx(t), "rm", "-f", web)
+		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
+		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
+	})
+	h1.MustDocker(t, "volume", "create", "-d", "cargo", vol)
+	h1.MustDocker(t, "create", "--name", web, "-v", vol+":/data", env.Image, "sleep", "3600")
+
+	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "create")
+	r := migrate(t, web, "--to", h2.Context)
+	if r.Err == nil || !strings.Contains(r.Combined(), "is left on "+h1.Context+" as it was") {
+		t.Fatalf("failed move: %v\n%s", r.Err, r.Combined())
+	}
+	for _, args := range [][]string{{"inspect", web}, {"volume", "inspect", vol}} {
+		if r := h2.Docker(harness.Ctx(t), args...); r.Err == nil {
+			t.Errorf("%v exists on %s after the rollback", args, h2.Name)
+		}
+	}
+	if st := h1.VolumeStatus(t, vol); st["state"] != "local" {
+		t.Fatalf("source volume still frozen: %v", st)
+	}
+
+	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "")
+	r = migrate(t, web, "--to", h2.Context)
+	if r.Err != nil || !strings.Contains(r.Stdout, "stopped as it was") {
+		t.Fatalf("move: %v\n%s", r.Err, r.Combined())
+	}
+	if got := h2.MustDocker(t, "inspect", "-f", "{{.State.Status}}", web); got != "created" {
+		t.Fatalf("on %s the container is %s", h2.Name, got)
+	}
+}
