@@ -2,7 +2,6 @@ package migrate
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -251,48 +250,6 @@ func mountsOf(ctr container.InspectResponse) []container.MountPoint {
 		}
 	}
 	return ms
-}
-
-func (m *mover) copyImage(ctx context.Context) (string, error) {
-	// Save by name when the name still means this image, so the target
-	// gets the tag too; else by ID.
-	ref := m.ctr.Image
-	if img, err := m.src.API.ImageInspect(ctx, m.ctr.Config.Image); err == nil && img.ID == m.ctr.Image {
-		ref = m.ctr.Config.Image
-	}
-	rc, err := m.src.API.ImageSave(ctx, []string{ref})
-	if err != nil {
-		return "", fmt.Errorf("saving image %s on %s: %w", ref, m.src.Context, err)
-	}
-	defer rc.Close()
-	resp, err := m.dst.API.ImageLoad(ctx, rc)
-	if err != nil {
-		return "", fmt.Errorf("loading image %s on %s: %w", ref, m.dst.Context, err)
-	}
-	defer resp.Close()
-	if err := loadErrors(resp); err != nil {
-		return "", fmt.Errorf("loading image %s on %s: %w", ref, m.dst.Context, err)
-	}
-	return "copied " + ref + " from " + m.src.Context, nil
-}
-
-// loadErrors reads an image load's JSON message stream for an error.
-func loadErrors(r io.Reader) error {
-	dec := json.NewDecoder(r)
-	for {
-		var msg struct {
-			Error       string
-			ErrorDetail struct{ Message string }
-		}
-		if err := dec.Decode(&msg); errors.Is(err, io.EOF) {
-			return nil
-		} else if err != nil {
-			return err
-		}
-		if msg.Error != "" {
-			return errors.New(msg.Error)
-		}
-	}
 }
 
 // moveVolumes opens an export of each cargo volume on the source and
