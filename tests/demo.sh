@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's main command: two Docker engines on this machine, cargo on
 # both, a container writing into a cargo volume on the first; then
-# `docker migrate web --to demo-h2` moves it, it runs there at once, and
-# the background copy's progress shows.
+# `docker migrate web --to demo-h2` moves it, it runs there at once, the
+# background copy's progress shows, and failover cuts the tie to host1.
 # The engines stay up for you to try things; `make demo-down` removes them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,10 +22,12 @@ step "The plugin on both hosts"
 show docker --context "$h1" plugin ls
 show docker --context "$h2" plugin ls
 
-step "A cargo volume and a container writing into it on $h1"
+step "A cargo volume and a container writing into it on $h1 (with a local volume, a network and a port)"
 show docker volume create -d cargo webdata
-show docker run -d --name web --stop-timeout 1 -v webdata:/data cargo-test/busybox \
-	sh -c 'while true; do date >> /data/log; sleep 1; done'
+show docker volume create cache
+show docker network create front
+show docker run -d --name web --stop-timeout 1 --network front -p 8080:80 -v webdata:/data -v cache:/cache \
+	cargo-test/busybox sh -c 'echo warm > /cache/state; while true; do date >> /data/log; sleep 1; done'
 # Wait for the container's first lines rather than sleeping a fixed time.
 until [ "$(docker exec web sh -c 'wc -l < /data/log' 2>/dev/null || echo 0)" -ge 3 ]; do sleep 0.2; done
 show docker exec web tail -n 3 /data/log
@@ -42,24 +44,22 @@ show docker --context "$h2" ps
 show docker --context "$h2" exec web tail -n 2 /data/log
 
 step "Progress of the background copy on $h2"
-progress() {
-	docker --context "$h2" volume inspect webdata -f \
-		'{{.Status.state}}: {{.Status.files_copied}}/{{.Status.files_total}} files, {{printf "%.0f" .Status.bytes_copied}} of {{printf "%.0f" .Status.bytes_total}} bytes, {{printf "%.0f" .Status.rate}} bytes/s'
-}
-until [ "$(docker --context "$h2" volume inspect -f '{{.Status.state}}' webdata)" = complete ]; do
-	progress
-	sleep 1
-done
-progress
+show docker migrate ls
+show docker --context "$h2" migrate status --watch
 "$here/hosts.sh" exec -p "$PREFIX" h1 tc qdisc del dev eth0 root
 show docker --context "$h2" exec web md5sum /data/big
-show docker volume inspect -f '{{json .Status}}' webdata.cargo-export
+
+step "Failover: $h2 no longer needs $h1"
+show docker --context "$h2" migrate failover web --remove-source
+show docker migrate ls
+show docker --context "$h2" exec web sh -c 'cat /cache/state; tail -n 1 /data/log'
 
 cat <<MSG
 
 The engines keep running. Try them with:
   export DOCKER_CONFIG=$DOCKER_CONFIG
   docker context ls
-  docker --context $h2 volume inspect webdata
+  docker migrate ls
+  docker --context $h2 migrate status
 Remove everything with: make demo-down
 MSG

@@ -142,6 +142,9 @@ func printContainers(w io.Writer, rows []migrate.ContainerRow, format string) er
 func migrationText(r migrate.ContainerRow) string {
 	switch r.Migration {
 	case migrate.MigrationMovedOut:
+		if r.Progress != "" {
+			return "moved out to " + r.To + " (" + r.Progress + ")"
+		}
 		return "moved out to " + r.To
 	case migrate.MigrationMovedIn:
 		return fmt.Sprintf("moved in from %s (%s)", r.From, r.Progress)

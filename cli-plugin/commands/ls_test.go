@@ -108,6 +108,7 @@ func TestMigrationText(t *testing.T) {
 		{migrate.ContainerRow{}, "-"},
 		{migrate.ContainerRow{Migration: migrate.MigrationNone}, "-"},
 		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2"}, "moved out to host2"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2", Progress: "copied"}, "moved out to host2 (copied)"},
 		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "a:1", Progress: "complete, local"}, "moved in from a:1 (complete, local)"},
 	}
 	for _, tt := range tests {

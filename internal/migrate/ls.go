@@ -18,6 +18,7 @@ type Lister interface {
 	Ping(ctx context.Context, options client.PingOptions) (client.PingResult, error)
 	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
 	VolumeInspect(ctx context.Context, volumeID string, options client.VolumeInspectOptions) (client.VolumeInspectResult, error)
+	VolumeList(ctx context.Context, options client.VolumeListOptions) (client.VolumeListResult, error)
 }
 
 // Migration states of a container, as `docker migrate ls` shows them.
@@ -70,7 +71,7 @@ type namedStatus struct {
 // still exporting, whatever it once received.
 func (r *ContainerRow) setMigration(vols []namedStatus) {
 	var (
-		out, in           []string
+		out, outDone, in  []string
 		copied, total     int64
 		federated         int
 		complete, settled int
@@ -81,9 +82,15 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 	num := func(st map[string]any, k string) int64 { f, _ := st[k].(float64); return int64(f) }
 	for _, v := range vols {
 		st := v.Status
-		if str(st, "state") == "exporting" {
+		switch str(st, "state") {
+		case "exporting":
 			if to := str(st, "to"); !slices.Contains(out, to) {
 				out = append(out, to)
+			}
+			continue
+		case stateExported:
+			if to := str(st, "to"); !slices.Contains(outDone, to) {
+				outDone = append(outDone, to)
 			}
 			continue
 		}
@@ -115,6 +122,10 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 	switch {
 	case len(out) > 0:
 		r.Migration, r.To = MigrationMovedOut, strings.Join(out, ", ")
+		return
+	case len(outDone) > 0 && federated == 0:
+		// The target has every file; only its failover is left.
+		r.Migration, r.To, r.Progress = MigrationMovedOut, strings.Join(outDone, ", "), "copied"
 		return
 	case federated == 0:
 		r.Migration = MigrationNone
@@ -164,6 +175,7 @@ func ListHost(ctx context.Context, contextName string, api Lister) ([]ContainerR
 		err error
 	}
 	seen := map[string]inspected{}
+	exports := exportsOf(ctx, api)
 	rows := make([]ContainerRow, 0, len(l.Items))
 	for _, c := range l.Items {
 		r := ContainerRow{Context: contextName, ID: c.ID, Image: c.Image, State: string(c.State), Status: c.Status}
@@ -174,6 +186,12 @@ func ListHost(ctx context.Context, contextName string, api Lister) ([]ContainerR
 		var vols []namedStatus
 		var errs []string
 		for _, m := range c.Mounts {
+			if st, ok := exports[m.Name]; ok && m.Type == mount.TypeVolume {
+				// Local-driver volumes say nothing of their export, and a
+				// cargo volume stops saying it once its copy is done.
+				vols = append(vols, namedStatus{m.Name, st})
+				continue
+			}
 			if m.Type != mount.TypeVolume || !isCargo(m.Driver) {
 				continue
 			}
@@ -197,6 +215,41 @@ func ListHost(ctx context.Context, contextName string, api Lister) ([]ContainerR
 		rows = append(rows, r)
 	}
 	return rows, nil
+}
+
+// stateExported marks, in ls, a volume whose export is complete but not
+// yet released by failover.
+const stateExported = "exported"
+
+// exportsOf maps each volume exported from this engine to its export's
+// state: "exporting" while the copy runs, stateExported once it is done.
+// Trouble here only hides the exports.
+func exportsOf(ctx context.Context, api Lister) map[string]map[string]any {
+	out := map[string]map[string]any{}
+	l, err := api.VolumeList(ctx, client.VolumeListOptions{})
+	if err != nil {
+		return out
+	}
+	for _, v := range l.Items {
+		if !strings.HasSuffix(v.Name, ExportSuffix) || !isCargo(v.Driver) {
+			continue
+		}
+		insp, err := api.VolumeInspect(ctx, v.Name, client.VolumeInspectOptions{})
+		if err != nil {
+			continue
+		}
+		st := insp.Volume.Status
+		vol, _ := st["volume"].(string)
+		if vol == "" {
+			continue
+		}
+		state := "exporting"
+		if st["state"] == "complete" {
+			state = stateExported
+		}
+		out[vol] = map[string]any{"state": state, "to": st["to"]}
+	}
+	return out
 }
 
 // Host is one docker context for ListHosts.

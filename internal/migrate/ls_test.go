@@ -117,6 +117,41 @@ func lsVolume(name, driver string) container.MountPoint {
 	return container.MountPoint{Type: mount.TypeVolume, Name: name, Driver: driver}
 }
 
+func (f *lsFake) VolumeList(context.Context, client.VolumeListOptions) (client.VolumeListResult, error) {
+	var out []volume.Volume
+	for name := range f.volumes {
+		out = append(out, volume.Volume{Name: name, Driver: "cargo:latest"})
+	}
+	return client.VolumeListResult{Items: out}, nil
+}
+
+// The source side: a container whose volumes are exported shows where
+// they went, local-driver volumes too, and after the copy too.
+func TestListHostExports(t *testing.T) {
+	f := &lsFake{
+		containers: []container.Summary{
+			lsContainer("web", "nginx", container.StateExited, "Exited (0)", lsVolume("cache", "local")),
+			lsContainer("db", "postgres", container.StateExited, "Exited (0)", lsVolume("pg", "cargo:latest")),
+		},
+		volumes: map[string]map[string]any{
+			"cache" + ExportSuffix: {"state": "exporting", "volume": "cache", "to": "host2"},
+			"pg" + ExportSuffix:    {"state": "complete", "volume": "pg", "to": "host3"},
+			"pg":                   {"state": "local"},
+		},
+	}
+	rows, err := ListHost(context.Background(), "host1", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rows {
+		got[r.Container] = r.Migration + " " + r.To + " " + r.Progress
+	}
+	if got["web"] != "moved out host2 " || got["db"] != "moved out host3 copied" {
+		t.Errorf("rows %v", got)
+	}
+}
+
 func TestListHost(t *testing.T) {
 	f := &lsFake{
 		containers: []container.Summary{
