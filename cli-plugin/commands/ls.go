@@ -2,19 +2,15 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
 	"sync"
 	"text/tabwriter"
-	"text/template"
 	"time"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/command/formatter"
-	"github.com/docker/cli/templates"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
@@ -43,7 +39,7 @@ func newLsCmd(dockerCli command.Cli) *cobra.Command {
 
 func runLs(ctx context.Context, dockerCli command.Cli, format string) error {
 	// A bad template is refused before any host is asked.
-	if _, err := lsTemplate(format); err != nil {
+	if _, err := rowTemplate(format); err != nil {
 		return err
 	}
 	metas, err := dockerCli.ContextStore().List()
@@ -87,39 +83,9 @@ func runLs(ctx context.Context, dockerCli command.Cli, format string) error {
 	return printContainers(dockerCli.Out(), rows, format)
 }
 
-// lsTemplate parses a --format that is neither table nor json; nil for
-// those.
-func lsTemplate(format string) (*template.Template, error) {
-	switch format {
-	case "", formatter.TableFormatKey, formatter.JSONFormatKey:
-		return nil, nil
-	}
-	tmpl, err := templates.Parse(format)
-	if err != nil {
-		return nil, fmt.Errorf("template parsing error: %w", err)
-	}
-	return tmpl, nil
-}
-
 func printContainers(w io.Writer, rows []migrate.ContainerRow, format string) error {
-	tmpl, err := lsTemplate(format)
-	if err != nil {
+	if done, err := printRows(w, rows, format); done {
 		return err
-	}
-	switch {
-	case format == formatter.JSONFormatKey:
-		if rows == nil {
-			rows = []migrate.ContainerRow{}
-		}
-		return json.NewEncoder(w).Encode(rows)
-	case tmpl != nil:
-		for _, r := range rows {
-			if err := tmpl.Execute(w, r); err != nil {
-				return err
-			}
-			fmt.Fprintln(w)
-		}
-		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "CONTEXT\tCONTAINER\tIMAGE\tSTATUS\tMIGRATION\tDETAIL")

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"github.com/docker/cli/cli/command"
 	"github.com/docker/cli/cli/command/formatter"
 	"github.com/docker/cli/cli/streams"
-	"github.com/docker/cli/templates"
 	"github.com/docker/go-units"
 	"github.com/spf13/cobra"
 
@@ -57,25 +55,8 @@ func printStatuses(w io.Writer, rows []migrate.VolumeStatus, format string) erro
 // printStatusesAt renders as of now, in now's location, so that tests
 // render the same anywhere at any time.
 func printStatusesAt(w io.Writer, rows []migrate.VolumeStatus, format string, now time.Time) error {
-	switch format {
-	case "", formatter.TableFormatKey:
-	case formatter.JSONFormatKey:
-		if rows == nil {
-			rows = []migrate.VolumeStatus{}
-		}
-		return json.NewEncoder(w).Encode(rows)
-	default:
-		tmpl, err := templates.Parse(format)
-		if err != nil {
-			return fmt.Errorf("template parsing error: %w", err)
-		}
-		for _, r := range rows {
-			if err := tmpl.Execute(w, r); err != nil {
-				return err
-			}
-			fmt.Fprintln(w)
-		}
-		return nil
+	if done, err := printRows(w, rows, format); done {
+		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "CONTAINER\tVOLUME\tSOURCE\tSTATE\tFILES\tBYTES\tRATE\tETA\tSTARTED\tUPDATED\tCOMPLETED")

@@ -213,7 +213,7 @@ func (r *Report) checkDisk(ctx context.Context, src, dst Side, ctr container.Ins
 
 func reach(ctx context.Context, s Side) error {
 	if _, err := s.Engine.Ping(ctx, client.PingOptions{}); err != nil {
-		return fmt.Errorf("cannot reach the engine of docker context %q: %w", s.Context, err)
+		return fmt.Errorf("cannot reach the engine of docker context %q (check it with `docker --context %s version`): %w", s.Context, s.Context, err)
 	}
 	return nil
 }

@@ -95,21 +95,5 @@ func TestMoveInterrupted(t *testing.T) {
 	if !strings.Contains(out.String(), "rolled back") {
 		t.Errorf("no rollback reported:\n%s", out.String())
 	}
-	harness.Eventually(t, time.Minute, "the source runs again", func() error {
-		if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
-			return fmt.Errorf("running=%s", got)
-		}
-		return nil
-	})
-	if got := h1.MustDocker(t, "exec", web, "sh", "-c", "md5sum < /data/blob"); got != sum {
-		t.Fatalf("source data after the rollback: %q", got)
-	}
-	if st := h1.VolumeStatus(t, vol); st["state"] != "local" {
-		t.Fatalf("source volume still frozen: %v", st)
-	}
-	for _, args := range [][]string{{"inspect", web}, {"volume", "inspect", vol}} {
-		if r := h2.Docker(harness.Ctx(t), args...); r.Err == nil {
-			t.Errorf("%v exists on %s after the rollback", args, h2.Name)
-		}
-	}
+	rolledBack(t, h1, h2, web, vol, sum)
 }

@@ -108,20 +108,17 @@ func TestMove(t *testing.T) {
 	})
 }
 
-// A failure after the source stopped rolls everything back: the source
-// runs again with its data and is not frozen, and the target keeps
-// nothing.
-func TestMoveRollsBack(t *testing.T) {
-	h1, h2 := env.Hosts[0], env.Hosts[1]
-	web, vol, sum := startApp(t, h1)
-	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "create")
-	r := migrate(t, web, "--to", h2.Context)
-	if r.Err == nil || !strings.Contains(r.Combined(), "failure injected after create") || !strings.Contains(r.Combined(), "rolled back: "+web+" runs on "+h1.Context+" again") {
-		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
-	}
-	if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
-		t.Fatalf("source after rollback: running=%s", got)
-	}
+// rolledBack asserts that a move of startApp's container from h1 to h2
+// was undone: the source runs again with its data and is not frozen, and
+// the target keeps nothing.
+func rolledBack(t *testing.T, h1, h2 *harness.Host, web, vol, sum string) {
+	t.Helper()
+	harness.Eventually(t, time.Minute, "the source runs again", func() error {
+		if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", web); got != "true" {
+			return fmt.Errorf("running=%s", got)
+		}
+		return nil
+	})
 	if got := h1.MustDocker(t, "exec", web, "sh", "-c", "cat /data/hello; md5sum < /data/blob"); got != "hello\n"+sum {
 		t.Fatalf("source data after rollback: %q", got)
 	}
@@ -133,6 +130,20 @@ func TestMoveRollsBack(t *testing.T) {
 			t.Errorf("%v exists on %s after the rollback", args, h2.Name)
 		}
 	}
+}
+
+// A failure after the source stopped rolls everything back: the source
+// runs again with its data and is not frozen, and the target keeps
+// nothing.
+func TestMoveRollsBack(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, vol, sum := startApp(t, h1)
+	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "create")
+	r := migrate(t, web, "--to", h2.Context)
+	if r.Err == nil || !strings.Contains(r.Combined(), "failure injected after create") || !strings.Contains(r.Combined(), "rolled back: "+web+" runs on "+h1.Context+" again") {
+		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
+	}
+	rolledBack(t, h1, h2, web, vol, sum)
 	if r := h1.Docker(harness.Ctx(t), "volume", "inspect", vol+".cargo-export"); r.Err == nil {
 		t.Error("the export volume survived the rollback")
 	}
