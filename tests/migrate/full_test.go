@@ -219,3 +219,27 @@ func TestMoveChain(t *testing.T) {
 		t.Fatalf("%s after failover: %v", h3.Name, st)
 	}
 }
+
+// ls lists every context at once; one whose engine is gone is a row of
+// its own, not a failure.
+func TestLsUnreachable(t *testing.T) {
+	h1 := env.Hosts[0]
+	web := h1.Unique(t, "web")
+	h1.MustDocker(t, "run", "-d", "--name", web, env.Image, "sleep", "3600")
+	gone := env.Prefix + "-gone"
+	if r := env.Docker(harness.Ctx(t), "context", "create", gone, "--docker", "host=unix://"+env.Base+"/gone.sock"); r.Err != nil {
+		t.Fatal(r.Err)
+	}
+	t.Cleanup(func() { env.Docker(harness.Ctx(t), "context", "rm", "-f", gone) })
+
+	if row := lsRow(t, h1.Context, web); row["state"] != "running" || row["migration"] != "-" || row["current"] != true {
+		t.Errorf("ls row of %s: %v", web, row)
+	}
+	if row := lsRow(t, gone, ""); row["state"] != "unreachable" || !strings.Contains(row["error"].(string), gone) {
+		t.Errorf("ls row of the dead context: %v", row)
+	}
+	r := migrate(t, "ls")
+	if r.Err != nil || !strings.Contains(r.Stdout, h1.Context+" *") || !strings.Contains(r.Stdout, "unreachable") {
+		t.Fatalf("ls table: %v\n%s", r.Err, r.Combined())
+	}
+}
