@@ -80,10 +80,11 @@ type mover struct {
 	targetID string
 }
 
-// Move moves container name from src to dst: check, image, stop, volumes,
-// create, start. progress, when not nil, hears of each phase. Any failure after
-// the container stopped is rolled back: what was made on the target is
-// removed, the exports are closed, and the source container starts again.
+// Move moves container name from src to dst: check, image, stop, layer,
+// volumes, create, start. progress, when not nil, hears of each phase.
+// Any failure once the move changed something is rolled back: what was
+// made on the target is removed, the exports are closed, and the source
+// container starts again if it ran.
 func Move(ctx context.Context, src, dst Endpoint, name string, opts Options, progress Progress) (*Result, error) {
 	m := &mover{src: src, dst: dst, opts: opts, progress: progress,
 		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
@@ -130,10 +131,8 @@ func (m *mover) phase(ctx context.Context, name string, do func(ctx context.Cont
 }
 
 func (m *mover) run(ctx context.Context) error {
-	var r *Report
 	if err := m.phase(ctx, "check", func(ctx context.Context) (string, error) {
-		var err error
-		r, err = CheckMove(ctx, m.src.Side(), m.dst.Side(), m.res.Container, m.opts)
+		r, err := CheckMove(ctx, m.src.Side(), m.dst.Side(), m.res.Container, m.opts)
 		if err != nil {
 			return "", err
 		}
@@ -141,6 +140,11 @@ func (m *mover) run(ctx context.Context) error {
 		var msgs []string
 		for _, c := range r.Failed() {
 			msgs = append(msgs, c.Name+": "+c.Detail)
+		}
+		for _, c := range r.Checks {
+			if c.Skipped {
+				m.res.Warnings = append(m.res.Warnings, c.Name+": "+c.Detail)
+			}
 		}
 		if len(msgs) > 0 {
 			return "", fmt.Errorf("%s cannot move to %s: %s", m.res.Container, m.dst.Context, strings.Join(msgs, "; "))
@@ -156,7 +160,7 @@ func (m *mover) run(ctx context.Context) error {
 		return err
 	}
 	if err := m.phase(ctx, "image", func(ctx context.Context) (string, error) {
-		if !r.ImageCopy {
+		if !m.report.ImageCopy {
 			return "present on " + m.dst.Context, nil
 		}
 		return m.copyImage(ctx)
@@ -184,7 +188,7 @@ func (m *mover) run(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
-	if err := m.phase(ctx, "volumes", func(ctx context.Context) (string, error) { return m.moveVolumes(ctx, r) }); err != nil {
+	if err := m.phase(ctx, "volumes", m.moveVolumes); err != nil {
 		return err
 	}
 	if err := m.hook(ctx, HookPreRestore, m.opts.Hooks.PreRestore, nil); err != nil {
@@ -254,8 +258,8 @@ func mountsOf(ctr container.InspectResponse) []container.MountPoint {
 
 // moveVolumes opens an export of each cargo volume on the source and
 // creates its federated twin, of the same name, on the target.
-func (m *mover) moveVolumes(ctx context.Context, r *Report) (string, error) {
-	for _, p := range r.Mounts {
+func (m *mover) moveVolumes(ctx context.Context) (string, error) {
+	for _, p := range m.report.Mounts {
 		if p.Action != "federate" {
 			continue
 		}
