@@ -146,6 +146,7 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 	r.checkMounts(ctr, opts)
 	r.checkShared(ctx, src, ctr)
 	r.checkNetworks(ctx, src, ctr)
+	r.checkTies(ctr)
 	if !dstUp {
 		return r, nil
 	}
@@ -342,6 +343,32 @@ func (r *Report) checkShared(ctx context.Context, src Side, ctr container.Inspec
 		err = fmt.Errorf("%s", strings.Join(problems, "; "))
 	}
 	r.add("local volumes not shared", err, fmt.Sprintf("%d local volume(s)", n))
+}
+
+// checkTies refuses a container bound to other containers, which stay
+// behind: the target engine could not create it.
+func (r *Report) checkTies(ctr container.InspectResponse) {
+	hc := ctr.HostConfig
+	if hc == nil {
+		return
+	}
+	var ties []string
+	for _, v := range hc.VolumesFrom {
+		ties = append(ties, "--volumes-from "+v)
+	}
+	for _, l := range hc.Links {
+		ties = append(ties, "--link "+l)
+	}
+	if c, ok := strings.CutPrefix(string(hc.PidMode), "container:"); ok {
+		ties = append(ties, "--pid container:"+c)
+	}
+	if c, ok := strings.CutPrefix(string(hc.IpcMode), "container:"); ok {
+		ties = append(ties, "--ipc container:"+c)
+	}
+	if len(ties) == 0 {
+		return
+	}
+	r.add("no ties to other containers", fmt.Errorf("it uses other containers, which do not move with it (%s): recreate it without them, or move the data into its own volumes", strings.Join(ties, ", ")), "")
 }
 
 // isCargo reports whether a volume driver name is the cargo plugin's.

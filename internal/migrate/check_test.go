@@ -130,6 +130,11 @@ func TestCheckMove(t *testing.T) {
 			c.HostConfig = &container.HostConfig{NetworkMode: "container:db"}
 			s.containers["web"] = c
 		}, failed: "networks can move", detail: "shares the network of container db"},
+		{name: "volumes from another container", change: func(s, d *engine, o *Options) {
+			c := web(vol)
+			c.HostConfig = &container.HostConfig{VolumesFrom: []string{"data-only"}, IpcMode: "container:db"}
+			s.containers["web"] = c
+		}, failed: "no ties to other containers", detail: "--volumes-from data-only, --ipc container:db"},
 		{name: "swarm network", change: func(s, d *engine, o *Options) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{NetworkMode: "front"}
