@@ -135,7 +135,11 @@ start_engine() {
 	mkdir -p /var/lib/docker
 	# nsenter, not `ip netns exec`: the latter remounts /sys and hides the
 	# cgroup mounts dockerd needs.
-	setsid nsenter --net="/var/run/netns/$ns" \
+	# CARGO_ENGINE_PATH puts another engine's binaries (dockerd,
+	# containerd, runc, docker-proxy, docker-init) first, to test against
+	# another engine version.
+	PATH=${CARGO_ENGINE_PATH:+$CARGO_ENGINE_PATH:}$PATH \
+		setsid nsenter --net="/var/run/netns/$ns" \
 		unshare --mount --propagation private \
 		sh -c '
 			set -e

@@ -98,9 +98,10 @@ func TestMoveEverything(t *testing.T) {
 	got := h2.MustDocker(t, "inspect", "-f", `{{.State.Running}} {{.Config.Labels.tier}} {{.HostConfig.RestartPolicy.Name}} `+
 		`{{range $p, $b := .HostConfig.PortBindings}}{{$p}}->{{(index $b 0).HostPort}}{{end}} `+
 		`{{range $n, $e := .NetworkSettings.Networks}}{{$n}}:{{join $e.Aliases ","}}{{end}}`, web)
-	// The engine adds the container's own short ID as an alias.
+	// Engines before API 1.45 add the container's own short ID as an alias.
 	id := h2.MustDocker(t, "inspect", "-f", "{{.Id}}", web)
-	if want := fmt.Sprintf("true front unless-stopped 80/tcp->18080 %s:webalias,%s", net, id[:12]); got != want {
+	got = strings.TrimSuffix(got, ","+id[:12])
+	if want := fmt.Sprintf("true front unless-stopped 80/tcp->18080 %s:webalias", net); got != want {
 		t.Fatalf("on %s: %q, want %q", h2.Name, got, want)
 	}
 	mounts := h2.MustDocker(t, "inspect", "-f", `{{range .Mounts}}{{.Name}}={{.Driver}} {{end}}`, web)
