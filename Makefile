@@ -67,13 +67,17 @@ push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:por
 	docker plugin push $(PLUGIN_REF)
 	docker plugin rm $(PLUGIN_REF)
 
-test: test-unit test-e2e ## Run all tests: unit tests, then tests on real engines (root)
+test: test-unit test-e2e test-engine26 ## Run all tests: unit tests, then tests on real engines (root)
 
 test-unit: ## Unit tests of pure logic
 	$(GO) test -count=1 ./internal/... ./cli-plugin/... ./volume-plugin/...
 
 test-e2e: cli plugin ## Tests on real dockerd engines in network namespaces (root)
 	CARGO_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/...
+
+test-engine26: cli plugin ## The migrate and volume tests again, on Debian trixie's Engine 26.1 (fetched, not installed; root)
+	CARGO_ENGINE_PATH=$$(tests/engines.sh trixie) CARGO_BUILD=$(abspath $(BUILD)) \
+		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/migrate ./tests/volume
 
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
 	tests/bench/federation.sh
