@@ -20,11 +20,7 @@ import (
 func TestMoveHooks(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol, _ := startApp(t, h1)
-	t.Cleanup(func() {
-		h2.Docker(harness.Ctx(t), "rm", "-f", web)
-		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
-		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
-	})
+	cleanupMove(t, h1, h2, web, vol)
 	dir := t.TempDir()
 	record := func(name string) string {
 		return fmt.Sprintf(`echo "$CARGO_HOOK $CARGO_CONTAINER $CARGO_SOURCE $CARGO_TARGET $CARGO_ERROR" > %s/%s`, dir, name)

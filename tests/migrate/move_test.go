@@ -10,6 +10,17 @@ import (
 	"github.com/cargo-migrate/cargo/tests/harness"
 )
 
+// cleanupMove removes, when the test ends, what a move of web with vol
+// from h1 to h2 leaves: the target's container and volume, the source's
+// export volume.
+func cleanupMove(t *testing.T, h1, h2 *harness.Host, web, vol string) {
+	t.Cleanup(func() {
+		h2.Docker(harness.Ctx(t), "rm", "-f", web)
+		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
+		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
+	})
+}
+
 // startApp runs a container on h1 with a cargo volume holding data, env,
 // a label, a restart policy and a tmpfs, and returns the data's checksum.
 func startApp(t *testing.T, h1 *harness.Host) (web, vol, sum string) {
@@ -30,11 +41,7 @@ func startApp(t *testing.T, h1 *harness.Host) (web, vol, sum string) {
 func TestMove(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol, sum := startApp(t, h1)
-	t.Cleanup(func() {
-		h2.Docker(harness.Ctx(t), "rm", "-f", web)
-		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
-		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
-	})
+	cleanupMove(t, h1, h2, web, vol)
 
 	r := migrate(t, web, "--to", h2.Context, "--format", "json")
 	if r.Err != nil {
@@ -207,11 +214,7 @@ func TestMoveCarriesWritableLayer(t *testing.T) {
 func TestMoveStopped(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol := h1.Unique(t, "web"), h1.Unique(t, "v")
-	t.Cleanup(func() {
-		h2.Docker(harness.Ctx(t), "rm", "-f", web)
-		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
-		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
-	})
+	cleanupMove(t, h1, h2, web, vol)
 	h1.MustDocker(t, "volume", "create", "-d", "cargo", vol)
 	h1.MustDocker(t, "create", "--name", web, "-v", vol+":/data", env.Image, "sleep", "3600")
 
