@@ -64,6 +64,10 @@ ensure_packages() {
 	command -v curl >/dev/null || missing+=(curl)
 	command -v tcpdump >/dev/null || missing+=(tcpdump)
 	command -v tc >/dev/null || missing+=(iproute2)
+	# tests/migrate reaches an engine over ssh, as `docker context create
+	# --docker host=ssh://...` does.
+	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+	command -v ssh >/dev/null || missing+=(openssh-client)
 	if [ "$REGISTRY" = 1 ] && ! command -v docker-registry >/dev/null; then
 		missing+=(docker-registry)
 	fi
@@ -76,6 +80,11 @@ ensure_packages() {
 	# runs; these hosts must not share one.
 	if command -v systemctl >/dev/null && systemctl is-active -q docker 2>/dev/null; then
 		systemctl stop docker docker.socket containerd || true
+	fi
+	# Nor should the tests leave an ssh server listening on the machine:
+	# they start their own, inside a host.
+	if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
+		systemctl disable --now ssh 2>/dev/null || true
 	fi
 }
 
