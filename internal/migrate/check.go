@@ -142,7 +142,8 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 	}
 	ctr := insp.Container
 	r.Container = strings.TrimPrefix(ctr.Name, "/")
-	r.add("cargo plugin on source", pluginEnabled(ctx, src), "")
+	srcRef, err := pluginEnabled(ctx, src, "")
+	r.add("cargo plugin on source", err, "")
 	r.checkMounts(ctr, opts)
 	r.checkShared(ctx, src, ctr)
 	r.checkNetworks(ctx, src, ctr)
@@ -150,7 +151,8 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 	if !dstUp {
 		return r, nil
 	}
-	r.add("cargo plugin on target", pluginEnabled(ctx, dst), "")
+	_, err = pluginEnabled(ctx, dst, srcRef)
+	r.add("cargo plugin on target", err, "")
 	r.add("same OS and architecture", samePlatform(ctx, src, dst), "")
 	_, err = dst.Engine.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{})
 	switch {
@@ -229,20 +231,28 @@ func notFound(err error, msg string) error {
 	return err
 }
 
-func pluginEnabled(ctx context.Context, s Side) error {
+// pluginEnabled checks the cargo plugin on s. ref, the reference the
+// other side's plugin was installed from, makes the install command in
+// the message one to copy; it returns s's own.
+func pluginEnabled(ctx context.Context, s Side, ref string) (string, error) {
 	l, err := s.Engine.PluginList(ctx, client.PluginListOptions{})
 	if err != nil {
-		return fmt.Errorf("listing plugins on %s: %w", s.Context, err)
+		return "", fmt.Errorf("listing plugins on %s: %w", s.Context, err)
 	}
 	for _, p := range l.Items {
 		if repo, _, _ := strings.Cut(p.Name, ":"); repo == PluginName {
 			if !p.Enabled {
-				return fmt.Errorf("the cargo plugin is installed on %s but disabled: run `docker --context %s plugin enable %s`", s.Context, s.Context, p.Name)
+				return p.PluginReference, fmt.Errorf("the cargo plugin is installed on %s but disabled: run `docker --context %s plugin enable %s`", s.Context, s.Context, p.Name)
 			}
-			return nil
+			return p.PluginReference, nil
 		}
 	}
-	return fmt.Errorf("the cargo plugin is not installed on %s: run `docker --context %s plugin install --grant-all-permissions --alias cargo REGISTRY/cargo:latest`", s.Context, s.Context)
+	// A plugin made with `docker plugin create` has a reference nobody
+	// can pull.
+	if ref == "" || !strings.Contains(ref, "/") || strings.HasPrefix(ref, "docker.io/library/") {
+		ref = "REGISTRY/cargo:latest"
+	}
+	return "", fmt.Errorf("the cargo plugin is not installed on %s: run `docker --context %s plugin install --grant-all-permissions --alias cargo %s`", s.Context, s.Context, ref)
 }
 
 func samePlatform(ctx context.Context, src, dst Side) error {

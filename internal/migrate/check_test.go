@@ -112,6 +112,10 @@ func TestCheckMove(t *testing.T) {
 		{name: "target down", change: func(s, d *engine, o *Options) { d.down = true }, failed: "target engine reachable", detail: `docker context "dst"`},
 		{name: "no container", change: func(s, d *engine, o *Options) { delete(s.containers, "web") }, failed: "container exists", detail: `no container "web" on src`},
 		{name: "no plugin on target", change: func(s, d *engine, o *Options) { d.plugins = nil }, failed: "cargo plugin on target", detail: "docker --context dst plugin install"},
+		{name: "no plugin on target, the source's installed from a registry", change: func(s, d *engine, o *Options) {
+			s.plugins = []plugin.Plugin{{Name: "cargo:latest", Enabled: true, PluginReference: "reg.example:5000/cargo:latest"}}
+			d.plugins = nil
+		}, failed: "cargo plugin on target", detail: "plugin install --grant-all-permissions --alias cargo reg.example:5000/cargo:latest"},
 		{name: "plugin disabled", change: func(s, d *engine, o *Options) { d.plugins = cargo(false) }, failed: "cargo plugin on target", detail: "docker --context dst plugin enable cargo:latest"},
 		{name: "other architecture", change: func(s, d *engine, o *Options) { d.arch = "aarch64" }, failed: "same OS and architecture", detail: "linux/aarch64"},
 		{name: "name taken", change: func(s, d *engine, o *Options) { d.containers = map[string]container.InspectResponse{"web": web()} }, failed: "name free on target", detail: `already has a container named "web"`},
