@@ -241,3 +241,28 @@ func TestMoveStopped(t *testing.T) {
 		t.Fatalf("on %s the container is %s", h2.Name, got)
 	}
 }
+
+// The target container has the source's configuration, setting by setting.
+func TestMoveKeepsConfig(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web := h1.Unique(t, "web")
+	t.Cleanup(func() { h2.Docker(harness.Ctx(t), "rm", "-f", web) })
+	h1.MustDocker(t, "run", "-d", "--name", web, "--user", "1000:1000", "-w", "/home/app", "--memory", "64m", "--cpu-shares", "512",
+		"--health-cmd", "true", "--health-interval", "5s", "--log-opt", "max-size=1m", "--stop-signal", "SIGUSR1", "--stop-timeout", "1",
+		"--hostname", "myhost", "-e", "A=1", "-l", "L=1", "--restart", "on-failure:3", "--cap-add", "NET_ADMIN", "--read-only",
+		"--tmpfs", "/tmp:size=1m", "--entrypoint", "/bin/sh", env.Image, "-c", "sleep 3600")
+	const tmpl = `{{.Config.User}}|{{.Config.WorkingDir}}|{{.HostConfig.Memory}}|{{.HostConfig.CpuShares}}|{{json .Config.Healthcheck}}|` +
+		`{{json .HostConfig.LogConfig}}|{{.Config.StopSignal}}|{{.Config.StopTimeout}}|{{.Config.Hostname}}|{{json .Config.Env}}|` +
+		`{{json .Config.Labels}}|{{json .HostConfig.RestartPolicy}}|{{.HostConfig.CapAdd}}|{{.HostConfig.ReadonlyRootfs}}|` +
+		`{{json .HostConfig.Tmpfs}}|{{json .Config.Entrypoint}}|{{json .Config.Cmd}}`
+	want := h1.MustDocker(t, "inspect", "-f", tmpl, web)
+	if r := migrate(t, web, "--to", h2.Context); r.Err != nil {
+		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
+	}
+	if got := h2.MustDocker(t, "inspect", "-f", tmpl, web); got != want {
+		t.Fatalf("on %s:\n%s\nwant (as on %s):\n%s", h2.Name, got, h1.Name, want)
+	}
+	if got := h2.MustDocker(t, "exec", web, "id", "-u"); got != "1000" {
+		t.Errorf("runs as %s on %s", got, h2.Name)
+	}
+}
