@@ -164,6 +164,7 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 		r.add("name free on target", fmt.Errorf("asking %s: %w", dst.Context, err), "")
 	}
 	r.checkImage(ctx, src, dst, ctr)
+	r.checkVolumeNames(ctx, dst)
 	r.checkPorts(ctx, dst, ctr)
 	r.checkDisk(ctx, src, dst, ctr)
 	if opts.Force {
@@ -175,6 +176,36 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 		}
 	}
 	return r, nil
+}
+
+// checkVolumeNames refuses volumes whose names the target already uses:
+// the move makes each under its own name there.
+func (r *Report) checkVolumeNames(ctx context.Context, dst Side) {
+	var taken []string
+	n := 0
+	for _, p := range r.Mounts {
+		if p.Action != "federate" {
+			continue
+		}
+		n++
+		_, err := dst.Engine.VolumeInspect(ctx, p.Name, client.VolumeInspectOptions{})
+		switch {
+		case err == nil:
+			taken = append(taken, p.Name)
+		case !cerrdefs.IsNotFound(err):
+			r.add("volume names free on target", fmt.Errorf("asking %s about volume %s: %w", dst.Context, p.Name, err), "")
+			return
+		}
+	}
+	if n == 0 {
+		return
+	}
+	var err error
+	if len(taken) > 0 {
+		err = fmt.Errorf("%s already has volume(s) %s (left from an earlier move? after `docker migrate failover --remove-source` on the host the container moved to, they are gone): remove them there first with `docker --context %s volume rm %s`",
+			dst.Context, strings.Join(taken, ", "), dst.Context, strings.Join(taken, " "))
+	}
+	r.add("volume names free on target", err, fmt.Sprintf("%d volume(s)", n))
 }
 
 // HostInfoVolume is the cargo plugin's reserved volume name whose Status

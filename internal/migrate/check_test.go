@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,6 +29,7 @@ type engine struct {
 	running    []container.Summary
 	networks   map[string]network.Inspect
 	free       float64 // bytes free for volumes; 0: the plugin does not say
+	volumes    []string
 }
 
 var errDown = errors.New("connection refused")
@@ -75,6 +77,9 @@ func (e *engine) NetworkInspect(_ context.Context, name string, _ client.Network
 }
 
 func (e *engine) VolumeInspect(_ context.Context, name string, _ client.VolumeInspectOptions) (client.VolumeInspectResult, error) {
+	if slices.Contains(e.volumes, name) {
+		return client.VolumeInspectResult{Volume: volume.Volume{Name: name}}, nil
+	}
 	if name != HostInfoVolume || e.free == 0 {
 		return client.VolumeInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such volume")
 	}
@@ -158,6 +163,8 @@ func TestCheckMove(t *testing.T) {
 			c.HostConfig = &container.HostConfig{Tmpfs: map[string]string{"/run": "size=1m"}}
 			s.containers["web"] = c
 		}, actions: "/data federate,/run recreate"},
+		{name: "volume name taken on target", change: func(s, d *engine, o *Options) { d.volumes = []string{"data"} },
+			failed: "volume names free on target", detail: "dst already has volume(s) data"},
 		{name: "disk enough", change: func(s, d *engine, o *Options) {
 			c := web(vol)
 			c.SizeRw = ptr(int64(1000))

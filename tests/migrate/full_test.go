@@ -244,3 +244,36 @@ func TestLsUnreachable(t *testing.T) {
 		t.Fatalf("ls table: %v\n%s", r.Err, r.Combined())
 	}
 }
+
+// A round trip, as for host maintenance: h1 → h2, failover, then back to
+// h1. Before the failover the way back is refused up front, naming the
+// volume left on h1.
+func TestMoveBack(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, vol, sum := startApp(t, h1)
+	cleanupMove(t, h1, h2, web, vol)
+	if r := migrate(t, web, "--to", h2.Context); r.Err != nil {
+		t.Fatalf("h1 → h2: %v\n%s", r.Err, r.Combined())
+	}
+	// h1 still has the stopped container and its volume.
+	r := migrateOn(t, h2, "check", web, "--to", h1.Context)
+	if r.Err == nil || !strings.Contains(r.Stdout, "already has volume(s) "+vol) || !strings.Contains(r.Stdout, "already has a container named") {
+		t.Fatalf("check of the way back before failover: %v\n%s", r.Err, r.Combined())
+	}
+	waitComplete(t, h2, web, 1)
+	if r := migrateOn(t, h2, "failover", web, "--remove-source"); r.Err != nil {
+		t.Fatalf("failover: %v\n%s", r.Err, r.Combined())
+	}
+	h2.MustDocker(t, "exec", web, "sh", "-c", "echo from-h2 > /data/h2")
+	if r := migrateOn(t, h2, web, "--to", h1.Context); r.Err != nil {
+		t.Fatalf("h2 → h1: %v\n%s", r.Err, r.Combined())
+	}
+	if got := h1.MustDocker(t, "exec", web, "sh", "-c", "cat /data/hello /data/h2; md5sum < /data/blob"); got != "hello\nfrom-h2\n"+sum {
+		t.Fatalf("data back on %s: %q", h1.Name, got)
+	}
+	t.Cleanup(func() {
+		h1.Docker(harness.Ctx(t), "rm", "-f", web)
+		h1.Docker(harness.Ctx(t), "volume", "rm", "-f", vol)
+		h2.Docker(harness.Ctx(t), "volume", "rm", "-f", vol+".cargo-export")
+	})
+}
