@@ -435,9 +435,17 @@ func (r *Replica) commit(i int, f *os.File, from string) error {
 	if err := r.linkOthers(i); err != nil {
 		return err
 	}
+	if afterRename != nil {
+		afterRename(i)
+	}
 	r.markDone(i, false) // its bytes were counted chunk by chunk
 	return nil
 }
+
+// afterRename, when set by a test, runs between a file's move into place
+// and its being marked done: the moment a racing reader must not get it
+// wrong.
+var afterRename func(i int)
 
 // linkOthers gives a complete file its other hard-linked names.
 func (r *Replica) linkOthers(i int) error {
@@ -546,11 +554,14 @@ func chunkLen(size int64, c int) int64 {
 func (r *Replica) Partial(i int) (*Partial, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p, ok := r.parts[i]; ok {
-		return p, nil
-	}
 	if r.done[i] {
 		return nil, ErrFinished // completed since the caller looked
+	}
+	// A Partial being finished stays here until the file is marked done:
+	// making a new one then would create an empty file in its place, its
+	// chunk log still saying every chunk is there.
+	if p, ok := r.parts[i]; ok {
+		return p, nil
 	}
 	e := &r.m.Entries[i]
 	f, err := r.root.OpenFile(partialPath(i, ""), os.O_RDWR|os.O_CREATE, 0o600)
@@ -671,14 +682,16 @@ func (p *Partial) MarkChunk(c int) error {
 
 func (p *Partial) finish() error {
 	r := p.r
-	r.mu.Lock()
-	delete(r.parts, p.index)
-	r.mu.Unlock()
 	p.log.Close()
+	// Readers of the partial wait for the commit, then find it finished
+	// and the file done.
 	p.rw.Lock()
 	p.finished = true
 	err := r.commit(p.index, p.f, partialPath(p.index, ""))
 	p.rw.Unlock()
+	r.mu.Lock()
+	delete(r.parts, p.index)
+	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("completing %q: %w", r.m.Entries[p.index].Path, err)
 	}

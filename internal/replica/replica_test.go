@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"crypto/rand"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -225,5 +226,62 @@ func TestSkeletonMendsLinksAndKeepsDirXattrs(t *testing.T) {
 	buf := make([]byte, 8)
 	if n, err := syscall.Getxattr(filepath.Join(dir, "data", "dir"), "user.dir", buf); err != nil || string(buf[:n]) != "d" {
 		t.Fatalf("directory xattr: %v %q", err, buf[:n])
+	}
+}
+
+// A reader asking for a large file's Partial while the file is being
+// moved into place must never get a fresh, empty one (its chunk log would
+// still say every chunk is there, so zeros would be served as data).
+func TestPartialWhileFinishing(t *testing.T) {
+	m := testManifest()
+	large := randBytes(t, m.Entries[3].Size)
+	r, err := Open(t.TempDir(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	p, err := r.Partial(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var racing *Partial
+	var racingErr error
+	afterRename = func(i int) { racing, racingErr = r.Partial(i) }
+	defer func() { afterRename = nil }()
+	for c := range p.Chunks() {
+		off, n := p.Range(c)
+		if _, err := p.WriterAt().WriteAt(large[off:off+n], off); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.MarkChunk(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !r.Done(3) {
+		t.Fatal("not done")
+	}
+	if racingErr == nil {
+		buf := make([]byte, 4096)
+		n, err := racing.ReadAt(buf, 0)
+		if err != ErrFinished && !bytes.Equal(buf[:n], large[:n]) {
+			t.Fatalf("a Partial taken while finishing read %d bytes (%v) that are not the file's", n, err)
+		}
+	} else if racingErr != ErrFinished {
+		t.Fatal(racingErr)
+	}
+	if _, err := r.Partial(3); err != ErrFinished {
+		t.Fatalf("Partial after finishing: %v", err)
+	}
+	f, ok, err := r.OpenLocal(3)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	defer f.Close()
+	got, _ := io.ReadAll(f)
+	if !bytes.Equal(got, large) {
+		t.Fatal("local copy differs")
 	}
 }

@@ -233,6 +233,37 @@ func (h *Host) EngineLog() string {
 	return string(b)
 }
 
+// PluginLogOnFailure logs, if the test fails, the cargo plugin's lines
+// of each host's engine log since now: what the plugins did during the
+// test, to tell why.
+func (e *Env) PluginLogOnFailure(t testing.TB) {
+	start := map[string]int{}
+	for _, h := range e.Hosts {
+		start[h.Name] = len(h.EngineLog())
+	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, h := range e.Hosts {
+			log := h.EngineLog()
+			if n := start[h.Name]; n <= len(log) {
+				log = log[n:]
+			}
+			var lines []string
+			for _, l := range strings.Split(log, "\n") {
+				if strings.Contains(l, "plugin=") {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) > 200 {
+				lines = lines[len(lines)-200:]
+			}
+			t.Logf("cargo plugin on %s during the test:\n%s", h.Name, strings.Join(lines, "\n"))
+		}
+	})
+}
+
 // Eventually polls cond until it returns nil or timeout passes, then fails
 // the test with cond's last error. For waiting on a state, never a sleep.
 func Eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {

@@ -175,6 +175,7 @@ func TestMoveEverything(t *testing.T) {
 // failover refuses until the copy is complete, then succeeds.
 func TestMoveChain(t *testing.T) {
 	h1, h2, h3 := env.Hosts[0], env.Hosts[1], env.Hosts[2]
+	env.PluginLogOnFailure(t)
 	web, vol := h1.Unique(t, "web"), h1.Unique(t, "v")
 	t.Cleanup(func() {
 		for _, h := range []*harness.Host{h2, h3} {
@@ -207,7 +208,12 @@ func TestMoveChain(t *testing.T) {
 		t.Fatalf("failover before the copy completed: %v\n%s", r.Err, r.Combined())
 	}
 	if got := h3.MustDocker(t, "exec", web, "sh", "-c", "md5sum < /data/blob"); got != sum {
-		t.Fatalf("data on %s: %s, want %s", h3.Name, got, sum)
+		// Tell a wrong read from wrong data: read again, now and once
+		// the copy is complete, through a fresh container too.
+		again := h3.MustDocker(t, "exec", web, "sh", "-c", "stat -c %s /data/blob; md5sum < /data/blob")
+		waitComplete(t, h3, web, 1)
+		after := h3.MustDocker(t, "exec", web, "sh", "-c", "md5sum < /data/blob")
+		t.Fatalf("data on %s: %s, want %s; read again: %s; after the copy: %s", h3.Name, got, sum, again, after)
 	}
 	r = migrateOn(t, h3, "failover", "--wait", web)
 	if r.Err != nil || !strings.Contains(r.Stdout, "no longer depends") {
