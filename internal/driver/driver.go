@@ -20,6 +20,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/manifest"
 	"github.com/cargo-migrate/cargo/internal/names"
 	"github.com/cargo-migrate/cargo/internal/state"
 )
@@ -251,7 +252,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	if err := os.Chown(data, opts.UID, opts.GID); err != nil {
 		return fmt.Errorf("creating volume %q: %w", req.Name, err)
 	}
-	if err := os.Chmod(data, fileMode(opts.Mode)); err != nil {
+	if err := os.Chmod(data, manifest.PermMode(opts.Mode)); err != nil {
 		return fmt.Errorf("creating volume %q: %w", req.Name, err)
 	}
 	v := &state.Volume{
@@ -266,20 +267,6 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	d.vols[req.Name] = v
 	d.log.Info("created volume", "volume", req.Name)
 	return nil
-}
-
-func fileMode(m uint32) os.FileMode {
-	mode := os.FileMode(m & 0o777)
-	if m&0o4000 != 0 {
-		mode |= os.ModeSetuid
-	}
-	if m&0o2000 != 0 {
-		mode |= os.ModeSetgid
-	}
-	if m&0o1000 != 0 {
-		mode |= os.ModeSticky
-	}
-	return mode
 }
 
 func formatOptions(o map[string]string) string {

@@ -86,7 +86,7 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 	if err := os.Lchown(upper, int(root.UID), int(root.GID)); err != nil {
 		return err
 	}
-	if err := os.Chmod(upper, fileMode(root.Mode)); err != nil {
+	if err := os.Chmod(upper, root.FileMode()); err != nil {
 		return err
 	}
 	if err := os.WriteFile(d.store.ManifestPath(name), raw.Bytes(), 0o600); err != nil {

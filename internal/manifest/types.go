@@ -5,6 +5,8 @@
 // untrusted input before use.
 package manifest
 
+import "os"
+
 // Type is an entry's file type.
 type Type uint8
 
@@ -85,3 +87,22 @@ func (m *Manifest) Totals() (files int, bytes int64) {
 	}
 	return files, bytes
 }
+
+// PermMode converts Unix permission bits with setuid, setgid and sticky
+// (07777) into an os.FileMode, as os.Chmod and os.Mkdir take them.
+func PermMode(m uint32) os.FileMode {
+	mode := os.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		mode |= os.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		mode |= os.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		mode |= os.ModeSticky
+	}
+	return mode
+}
+
+// FileMode is the entry's permission bits as an os.FileMode.
+func (e *Entry) FileMode() os.FileMode { return PermMode(e.Mode) }

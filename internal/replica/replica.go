@@ -213,15 +213,15 @@ func (r *Replica) Skeleton() error {
 		switch e.Type {
 		case manifest.TypeDir:
 			if i == 0 {
-				err = r.root.Chmod(p, fileMode(e))
-			} else if err = r.root.Mkdir(p, fileMode(e).Perm()); errors.Is(err, fs.ErrExist) {
+				err = r.root.Chmod(p, e.FileMode())
+			} else if err = r.root.Mkdir(p, e.FileMode().Perm()); errors.Is(err, fs.ErrExist) {
 				err = nil
 			}
 			if err == nil {
 				err = r.root.Lchown(p, int(e.UID), int(e.GID))
 			}
 			if err == nil {
-				err = r.root.Chmod(p, fileMode(e)) // after chown, which clears set-id bits
+				err = r.root.Chmod(p, e.FileMode()) // after chown, which clears set-id bits
 			}
 			if err == nil && len(e.Xattrs) > 0 {
 				err = r.dirXattrs(p, e)
@@ -330,20 +330,6 @@ func (r *Replica) Finish() error {
 		}
 	}
 	return nil
-}
-
-func fileMode(e *manifest.Entry) os.FileMode {
-	m := os.FileMode(e.Mode & 0o777)
-	if e.Mode&0o4000 != 0 {
-		m |= os.ModeSetuid
-	}
-	if e.Mode&0o2000 != 0 {
-		m |= os.ModeSetgid
-	}
-	if e.Mode&0o1000 != 0 {
-		m |= os.ModeSticky
-	}
-	return m
 }
 
 // Writer says who writes a whole file. The background copy and on-demand
