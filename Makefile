@@ -10,16 +10,23 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 REVISION    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # Test packages that need real engines run as root and start their own.
 TEST_TIMEOUT ?= 40m
+# Release builds leave failpoints out; the tests build their own binaries
+# with them, under $(BUILD)/test, so an installed build never has them.
+TAGS        ?= nosystemd
+TEST_TAGS   := nosystemd failpoints
+TEST_BUILD  := $(abspath $(BUILD))/test
+GOLANGCI_LINT_VERSION := v2.15.0
+GOLANGCI_LINT := $(abspath $(BUILD))/tools/golangci-lint-$(GOLANGCI_LINT_VERSION)
 
 PKG      := github.com/cargo-migrate/cargo
 LDFLAGS  := -s -w -X $(PKG)/internal/version.Version=$(VERSION) -X $(PKG)/internal/version.Revision=$(REVISION)
-GOFLAGS_BUILD := -trimpath -tags nosystemd -ldflags "$(LDFLAGS)"
+GOFLAGS_BUILD = -trimpath -tags "$(TAGS)" -ldflags "$(LDFLAGS)"
 PLUGIN_REF := $(if $(REGISTRY),$(REGISTRY)/)$(PLUGIN_NAME):$(PLUGIN_TAG)
 GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e bench demo demo-down vet clean
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-build bench demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -70,14 +77,17 @@ push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:por
 test: test-unit test-e2e test-engine26 ## Run all tests: unit tests, then tests on real engines (root)
 
 test-unit: ## Unit tests of pure logic
-	$(GO) test -count=1 ./internal/... ./cli-plugin/... ./volume-plugin/...
+	$(GO) test -count=1 -tags "$(TEST_TAGS)" ./internal/... ./cli-plugin/... ./volume-plugin/...
 
-test-e2e: cli plugin ## Tests on real dockerd engines in network namespaces (root)
-	CARGO_BUILD=$(abspath $(BUILD)) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/...
+test-build: ## Build the CLI and plugin with failpoints into build/test, for the real-engine tests
+	$(MAKE) --no-print-directory cli plugin BUILD=$(TEST_BUILD) TAGS="$(TEST_TAGS)"
 
-test-engine26: cli plugin ## The migrate and volume tests again, on Debian trixie's Engine 26.1 (fetched, not installed; root)
-	CARGO_ENGINE_PATH=$$(tests/engines.sh trixie) CARGO_BUILD=$(abspath $(BUILD)) \
-		$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/migrate ./tests/volume
+test-e2e: test-build ## Tests on real dockerd engines in network namespaces (root)
+	CARGO_BUILD=$(TEST_BUILD) $(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/...
+
+test-engine26: test-build ## The migrate and volume tests again, on Debian trixie's Engine 26.1 (fetched, not installed; root)
+	CARGO_ENGINE_PATH=$$(tests/engines.sh trixie) CARGO_BUILD=$(TEST_BUILD) \
+		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/migrate ./tests/volume
 
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
 	tests/bench/federation.sh
@@ -88,9 +98,20 @@ demo: cli plugin ## Two local engines with cargo; docker migrate a container bet
 demo-down: ## Stop the demo's engines and remove their state
 	tests/hosts.sh down -p demo
 
-vet: ## go vet and gofmt check
-	$(GO) vet ./...
+vet: lint ## go vet, gofmt, go mod tidy and the linter
+	$(GO) vet -tags "$(TEST_TAGS)" ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) mod tidy -diff
+
+lint: $(GOLANGCI_LINT) ## golangci-lint with .golangci.yml
+	$(GOLANGCI_LINT) run ./...
+
+# The linter is built from source at a pinned version, through the Go
+# module proxy like every other module.
+$(GOLANGCI_LINT):
+	mkdir -p $(dir $@)
+	GOBIN=$(dir $@) CGO_ENABLED=1 $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+	mv $(dir $@)golangci-lint $@
 
 clean: ## Remove build output
 	rm -rf $(BUILD)
