@@ -6,6 +6,7 @@ package dircache
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"sync"
@@ -13,41 +14,46 @@ import (
 
 // Cache maps directory paths (relative to the root) to open descriptors.
 // The zero value is ready; Create makes missing directories (0700).
+//
+// A descriptor is never closed while it is handed out: one that eviction
+// or Close would close stays open until its last release, so a caller's
+// descriptor number cannot be reused under it by another open.
 type Cache struct {
 	Create bool
 
-	mu   sync.Mutex
-	m    map[string]*cachedDir
-	tick uint64
+	mu     sync.Mutex
+	m      map[string]*cachedDir
+	tick   uint64
+	closed bool
 }
 
 type cachedDir struct {
 	f    *os.File
 	refs int
 	used uint64
+	// dropped: no longer in m; the last release closes f.
+	dropped bool
 }
 
 // MaxDirs bounds the descriptors a Cache keeps open.
 const MaxDirs = 256
 
 // Get returns a descriptor of directory p (relative to root) and a
-// function to call when done with it.
+// function to call when done with it. After Close it fails with an error
+// that matches fs.ErrClosed.
 func (c *Cache) Get(root *os.Root, p string) (*os.File, func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, fmt.Errorf("opening directory %q: %w", p, fs.ErrClosed)
+	}
 	if c.m == nil {
 		c.m = map[string]*cachedDir{}
 	}
 	c.tick++
 	d, ok := c.m[p]
 	if !ok {
-		f, err := root.Open(p)
-		if c.Create && errors.Is(err, fs.ErrNotExist) {
-			if err := root.MkdirAll(p, 0o700); err != nil {
-				return nil, nil, err
-			}
-			f, err = root.Open(p)
-		}
+		f, err := c.open(root, p)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -57,14 +63,41 @@ func (c *Cache) Get(root *os.Root, p string) (*os.File, func(), error) {
 	}
 	d.refs++
 	d.used = c.tick
-	return d.f, func() {
-		c.mu.Lock()
-		d.refs--
-		c.mu.Unlock()
-	}, nil
+	var once sync.Once
+	return d.f, func() { once.Do(func() { c.release(d) }) }, nil
 }
 
-// evict closes the least recently used unreferenced descriptor when the
+func (c *Cache) open(root *os.Root, p string) (*os.File, error) {
+	f, err := root.Open(p)
+	if c.Create && errors.Is(err, fs.ErrNotExist) {
+		if err := root.MkdirAll(p, 0o700); err != nil {
+			return nil, err
+		}
+		f, err = root.Open(p)
+	}
+	return f, err
+}
+
+func (c *Cache) release(d *cachedDir) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d.refs--
+	if d.refs == 0 && d.dropped {
+		_ = d.f.Close() // a read-only directory: nothing to flush
+	}
+}
+
+// drop removes d from the cache, closing it now if no caller holds it and
+// otherwise on its last release.
+func (c *Cache) drop(p string, d *cachedDir) {
+	delete(c.m, p)
+	d.dropped = true
+	if d.refs == 0 {
+		_ = d.f.Close() // a read-only directory: nothing to flush
+	}
+}
+
+// evict drops the least recently used unreferenced descriptor when the
 // cache is full.
 func (c *Cache) evict() {
 	if len(c.m) < MaxDirs {
@@ -77,17 +110,17 @@ func (c *Cache) evict() {
 		}
 	}
 	if oldest != "" {
-		c.m[oldest].f.Close()
-		delete(c.m, oldest)
+		c.drop(oldest, c.m[oldest])
 	}
 }
 
-// Close closes every descriptor.
+// Close closes every descriptor: those handed out on their last release.
+// Get fails afterwards. Close may be called more than once.
 func (c *Cache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.closed = true
 	for p, d := range c.m {
-		d.f.Close()
-		delete(c.m, p)
+		c.drop(p, d)
 	}
 }

@@ -1,7 +1,9 @@
 package dircache
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -14,7 +16,9 @@ func TestCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	os.Symlink("/etc", filepath.Join(dir, "out"))
+	if err := os.Symlink("/etc", filepath.Join(dir, "out")); err != nil {
+		t.Fatal(err)
+	}
 
 	var c Cache
 	if _, _, err := c.Get(root, "missing"); err == nil {
@@ -49,4 +53,40 @@ func TestCache(t *testing.T) {
 		t.Fatalf("%d descriptors kept", n)
 	}
 	c.Close()
+}
+
+// Close never closes a descriptor a caller still holds: it closes on the
+// last release. Get fails after Close, and Close may be called again.
+func TestCloseWaitsForRelease(t *testing.T) {
+	root, err := os.OpenRoot(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	c := Cache{Create: true}
+	held, release, err := c.Get(root, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, releaseIdle, err := c.Get(root, "idle")
+	if err != nil {
+		t.Fatal(err)
+	}
+	releaseIdle()
+	c.Close()
+	if _, err := idle.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("an idle descriptor is still open after Close: %v", err)
+	}
+	if _, err := held.Stat(); err != nil {
+		t.Fatalf("Close closed a descriptor in use: %v", err)
+	}
+	if _, _, err := c.Get(root, "held"); !errors.Is(err, fs.ErrClosed) {
+		t.Fatalf("Get after Close: %v", err)
+	}
+	c.Close()
+	release()
+	if _, err := held.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("the last release did not close the descriptor: %v", err)
+	}
+	release() // a second release is harmless
 }
