@@ -144,7 +144,7 @@ func toWire(we *wireEntry, e *Entry) {
 
 // Decode reads a manifest in the wire format from untrusted r, enforcing
 // limits (zero fields take DefaultLimits) as it goes, and returns it only
-// if it passes Validate. It reads r to its end: bytes after the gzip stream
+// if it passes Validate, with the Tree that Validate built. It reads r to its end: bytes after the gzip stream
 // are an error. Memory stays within one line buffer of MaxLineBytes plus
 // the entries accepted so far, each bounded by the path and xattr limits.
 func Decode(r io.Reader, limits Limits) (*Manifest, error) {

@@ -3,6 +3,7 @@ package manifest
 import (
 	"bytes"
 	"reflect"
+	"slices"
 	"testing"
 )
 
@@ -12,7 +13,7 @@ var fuzzLimits = Limits{MaxEntries: 1000, MaxPathLen: 512, MaxXattrBytes: 1024, 
 // FuzzDecode feeds arbitrary bytes to Decode both as they are and gzipped,
 // the latter so that mutations reach the JSON lines rather than dying on a
 // gzip checksum. Whatever Decode accepts must validate, encode, and decode
-// back equal; its Tree must find every entry.
+// back equal; its Tree must find every entry and hard link.
 //
 // Seeds are kept small on purpose: the fuzzer minimises each new input in
 // time quadratic in its length.
@@ -59,10 +60,16 @@ func check(t *testing.T, in []byte) {
 	if !reflect.DeepEqual(m, m2) {
 		t.Fatalf("re-decoded manifest differs:\n%+v\n%+v", m.Entries, m2.Entries)
 	}
-	tr := m.Index()
+	tr, err := m.Tree()
+	if err != nil {
+		t.Fatalf("a decoded manifest has no Tree: %v", err)
+	}
 	for i := 1; i < len(m.Entries); i++ {
 		if j, ok := tr.Lookup(tr.Parent(i), tr.Name(i)); !ok || j != i {
 			t.Fatalf("Lookup of entry %d gives %d, %v", i, j, ok)
+		}
+		if l := tr.Leader(i); l != i && !slices.Contains(tr.Links(l), i) {
+			t.Fatalf("entry %d is not among the links of its leader %d", i, l)
 		}
 	}
 }

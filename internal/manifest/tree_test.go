@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"errors"
 	"reflect"
 	"testing"
 )
@@ -22,7 +23,8 @@ func TestTree(t *testing.T) {
 		m.Entries[i].Index, m.Entries[i].LinkTo, m.Entries[i].Nlink = i, NoLink, 1
 	}
 	must(t, m.Validate(DefaultLimits))
-	tr := m.Index()
+	tr, err := m.Tree()
+	must(t, err)
 	if tr.Len() != 9 {
 		t.Errorf("Len = %d", tr.Len())
 	}
@@ -64,27 +66,23 @@ func TestTree(t *testing.T) {
 	}
 }
 
-// Index on an invalid manifest must not panic.
+// An invalid manifest has no Tree, and asking for one must not panic.
 func TestTreeInvalid(t *testing.T) {
 	for _, m := range []*Manifest{
 		{},
 		{Entries: []Entry{{Path: "x", Type: TypeFile}}},
 		{Entries: []Entry{{Path: ".", Type: TypeDir}, {Path: "a/b"}, {Path: "/a"}, {Path: ""}, {Path: "a", Type: TypeDir}, {Path: "a", Type: TypeDir}, {Path: "a/c"}, {Path: "a/c"}}},
 	} {
-		tr := m.Index()
-		for i := -1; i <= len(m.Entries); i++ {
-			tr.Children(i)
-			tr.Parent(i)
-			tr.Name(i)
-			tr.Lookup(i, "a")
-			tr.Lookup(i, "c")
+		if tr, err := m.Tree(); err == nil || tr != nil {
+			t.Errorf("Tree of %+v = %v, %v; want an error", m.Entries, tr, err)
 		}
 	}
 }
 
 func TestTreeOfWalk(t *testing.T) {
 	m := validSample(t)
-	tr := m.Index()
+	tr, err := m.Tree()
+	must(t, err)
 	// Every entry is listed exactly once, under its parent.
 	seen := make([]int, len(m.Entries))
 	for d := range m.Entries {
@@ -99,5 +97,60 @@ func TestTreeOfWalk(t *testing.T) {
 		if want := min(i, 1); n != want {
 			t.Errorf("entry %d listed %d times", i, n)
 		}
+	}
+}
+
+func TestTreeLinks(t *testing.T) {
+	m := sample()
+	// A group of three: d/f leads, d/g and z follow.
+	m.Entries = append(m.Entries, Entry{Index: 11, Path: "z", Type: TypeFile, Mode: 0o644, Size: 3, LinkTo: 2})
+	for _, i := range []int{2, 3, 11} {
+		m.Entries[i].Nlink = 3
+	}
+	tr, err := m.Tree()
+	must(t, err)
+	if got := tr.Links(2); !reflect.DeepEqual(got, []int{3, 11}) {
+		t.Errorf("Links(2) = %v", got)
+	}
+	for _, i := range []int{0, 3, 4, 11, -1, 99} {
+		if got := tr.Links(i); got != nil {
+			t.Errorf("Links(%d) = %v, want nil", i, got)
+		}
+	}
+	leaders := map[int]int{0: 0, 2: 2, 3: 2, 4: 4, 11: 2, -1: -1, 12: -1}
+	for i, want := range leaders {
+		if got := tr.Leader(i); got != want {
+			t.Errorf("Leader(%d) = %d, want %d", i, got, want)
+		}
+	}
+	if c := tr.Links(2); cap(c) != len(c) {
+		t.Errorf("Links has spare capacity %d", cap(c))
+	}
+}
+
+// Tree validates a manifest that was not, and again one whose entries were
+// replaced; the tree of a validated manifest is the one Validate built.
+func TestTreeValidates(t *testing.T) {
+	m := sample()
+	m.Entries[3].Nlink = 1 // the group has two members
+	if _, err := m.Tree(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Tree of an invalid manifest: %v", err)
+	}
+	m.Entries[3].Nlink = 2
+	tr, err := m.Tree()
+	must(t, err)
+	if tr2, _ := m.Tree(); tr2 != tr {
+		t.Error("a second Tree built the index again")
+	}
+	must(t, m.Validate(DefaultLimits))
+	if tr2, _ := m.Tree(); tr2 == tr {
+		t.Error("Validate kept the old index")
+	}
+	m.Entries = append(m.Entries, Entry{Index: 11, Path: "d/f", Type: TypeFile, LinkTo: NoLink, Nlink: 1})
+	if _, err := m.Tree(); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("Tree after a duplicate was appended: %v", err)
+	}
+	if m.Validate(DefaultLimits) == nil || m.tree != nil {
+		t.Error("a manifest that failed Validate kept a tree")
 	}
 }

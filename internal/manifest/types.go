@@ -5,7 +5,11 @@
 // untrusted input before use.
 package manifest
 
-import "os"
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
 
 // Type is an entry's file type.
 type Type uint8
@@ -36,6 +40,26 @@ func (t Type) String() string {
 		return "block"
 	}
 	return "unknown"
+}
+
+// UnixType is the type's S_IFMT bits, as stat(2) reports and mknod(2)
+// takes them; 0 for an unknown type.
+func (t Type) UnixType() uint32 {
+	switch t {
+	case TypeDir:
+		return unix.S_IFDIR
+	case TypeFile:
+		return unix.S_IFREG
+	case TypeSymlink:
+		return unix.S_IFLNK
+	case TypeFIFO:
+		return unix.S_IFIFO
+	case TypeChar:
+		return unix.S_IFCHR
+	case TypeBlock:
+		return unix.S_IFBLK
+	}
+	return 0
 }
 
 // NoLink marks an entry that is not a later member of a hard-link group.
@@ -71,8 +95,22 @@ type Entry struct {
 }
 
 // Manifest is a whole tree.
+//
+// A manifest from the network is trusted only once it has passed Validate,
+// which Decode calls. Validation also builds the manifest's directory
+// index, its Tree, which consumers (the read-only view, the replica) take
+// instead of checking the entries again.
 type Manifest struct {
 	Entries []Entry
+
+	// tree is set by a successful Validate.
+	tree *Tree
+}
+
+// HasContent reports whether e carries file content of its own: a regular
+// file that is not a later name of a hard-linked one.
+func (e *Entry) HasContent() bool {
+	return e.Type == TypeFile && e.LinkTo == NoLink
 }
 
 // Totals counts what a copy must move: regular files with content of
@@ -80,7 +118,7 @@ type Manifest struct {
 func (m *Manifest) Totals() (files int, bytes int64) {
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		if e.Type == TypeFile && e.LinkTo == NoLink {
+		if e.HasContent() {
 			files++
 			bytes += e.Size
 		}
@@ -106,3 +144,7 @@ func PermMode(m uint32) os.FileMode {
 
 // FileMode is the entry's permission bits as an os.FileMode.
 func (e *Entry) FileMode() os.FileMode { return PermMode(e.Mode) }
+
+// UnixMode is the entry's mode as stat(2) reports and mknod(2) takes it:
+// type bits and permission bits.
+func (e *Entry) UnixMode() uint32 { return e.Type.UnixType() | e.Mode&0o7777 }

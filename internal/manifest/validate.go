@@ -3,13 +3,15 @@ package manifest
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
 // Limits bounds what Decode and Validate accept from a peer. A zero or
 // negative field means the DefaultLimits value, so Limits{} is safe.
 type Limits struct {
-	// MaxEntries is the most entries one manifest may have.
+	// MaxEntries is the most entries one manifest may have; never more
+	// than math.MaxInt32-1, which a Tree can index.
 	MaxEntries int
 	// MaxPathLen is the most bytes one entry's path may have.
 	MaxPathLen int
@@ -51,6 +53,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxLineBytes <= 0 {
 		l.MaxLineBytes = DefaultLimits.MaxLineBytes
 	}
+	// The Tree keeps indices in int32; consumers add one for an inode
+	// number.
+	l.MaxEntries = min(l.MaxEntries, math.MaxInt32-1)
 	return l
 }
 
@@ -84,7 +89,10 @@ func entryErr(i int, e *Entry, format string, args ...any) error {
 // Validate checks the manifest as hostile input: every rule a consumer
 // relies on to build a tree under a target directory without escaping it,
 // colliding, or misreading hard links. It returns the first problem found.
+// On success it keeps the manifest's Tree, built while checking; on
+// failure the manifest has none.
 func (m *Manifest) Validate(limits Limits) error {
+	m.tree = nil
 	l := limits.withDefaults()
 	n := len(m.Entries)
 	if n == 0 {
@@ -93,8 +101,6 @@ func (m *Manifest) Validate(limits Limits) error {
 	if n > l.MaxEntries {
 		return fmt.Errorf("%w: %d entries, over the limit of %d", ErrInvalid, n, l.MaxEntries)
 	}
-	// Members of each hard-link group beyond its first, keyed by the first.
-	var later map[int]uint32
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if err := checkEntry(i, e, l); err != nil {
@@ -111,28 +117,19 @@ func (m *Manifest) Validate(limits Limits) error {
 		if e.Size != f.Size {
 			return entryErr(i, e, "size %d differs from its hard-link target entry %d (size %d)", e.Size, e.LinkTo, f.Size)
 		}
-		if later == nil {
-			later = make(map[int]uint32)
-		}
-		later[e.LinkTo]++
 	}
-	if _, err := buildTree(m, true); err != nil {
+	t, err := buildTree(m)
+	if err != nil {
 		return err
 	}
 	for i := range m.Entries {
 		e := &m.Entries[i]
-		want := uint32(1)
-		if e.Type == TypeFile && later != nil {
-			g := i
-			if e.LinkTo != NoLink {
-				g = e.LinkTo
-			}
-			want += later[g]
-		}
-		if e.Nlink != want {
+		// Only files are in groups: anything else is its own leader, alone.
+		if want := uint32(1 + len(t.Links(t.Leader(i)))); e.Nlink != want {
 			return entryErr(i, e, "nlink is %d, but %d entries of the manifest share the inode", e.Nlink, want)
 		}
 	}
+	m.tree = t
 	return nil
 }
 
