@@ -39,7 +39,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	const cached = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	f, ok, err := n.fs.backend.OpenLocal(int(n.idx))
+	f, ok, err := n.fs.backend.OpenLocal(n.idx)
 	if err != nil {
 		return nil, 0, toErrno(err)
 	}
@@ -149,7 +149,7 @@ func (h *remoteHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.R
 	if int64(len(dest)) > size-off {
 		dest = dest[:size-off]
 	}
-	nr, err := readFullRemote(ctx, h.n.fs.backend, int(h.n.idx), dest, off)
+	nr, err := readFullRemote(ctx, h.n.fs.backend, h.n.idx, dest, off)
 	if err != nil {
 		return nil, toErrno(err)
 	}
@@ -161,7 +161,7 @@ func (h *remoteHandle) localFile() *os.File {
 	if f := h.local.Load(); f != nil {
 		return f
 	}
-	f, ok, err := h.n.fs.backend.OpenLocal(int(h.n.idx))
+	f, ok, err := h.n.fs.backend.OpenLocal(h.n.idx)
 	if err != nil || !ok {
 		// An error here is not the reader's problem: ReadAt can
 		// still serve it.

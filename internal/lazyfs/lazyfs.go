@@ -94,7 +94,9 @@ type FS struct {
 const cacheTimeout = time.Hour
 
 // Mount mounts the read-only tree of m at dir (an existing directory) and
-// serves it until Unmount. m must not change while mounted.
+// serves it until Unmount. The filesystem serves m's Tree and relies on
+// the rules manifest.Validate enforces: a manifest from Decode is taken as
+// it is, any other is validated first. m must not change while mounted.
 func Mount(dir string, m *manifest.Manifest, b Backend, opts Options) (*FS, error) {
 	t, err := newTree(m)
 	if err != nil {

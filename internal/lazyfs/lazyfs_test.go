@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -103,14 +104,10 @@ func newFixture(t testing.TB) *fixture {
 
 	xf := remote("xattr.txt", 0o644, []byte("x\n"))
 	bld.m.Entries[xf].Xattrs = map[string][]byte{
-		"user.comment":           []byte("hi"),
-		"user.empty":             {},
-		"trusted.overlay.opaque": []byte("y"),
-		"trusted.foo":            []byte("bar"),
-		"security.capability":    {1, 0, 0, 2},
+		"user.comment": []byte("hi"),
+		"user.empty":   {},
 	}
 	od := dir("opaque", 0o755)
-	bld.m.Entries[od].Xattrs = map[string][]byte{"trusted.overlay.opaque": []byte("y")}
 	remote("opaque/child", 0o644, []byte("child\n"))
 
 	big := bld.file("big.sparse", 0o644, bigSize)
@@ -127,6 +124,20 @@ func newFixture(t testing.TB) *fixture {
 	remote("exec.sh", 0o755, []byte("#!/bin/sh\necho hi\n"))
 
 	f.m = &bld.m
+	if _, err := f.m.Tree(); err != nil {
+		t.Fatal(err)
+	}
+	// Xattrs outside the user namespace, which Validate refuses, as if the
+	// manifest had been altered after validation: they must still not be
+	// served, above all not the overlay's instructions.
+	for k, v := range map[string][]byte{
+		"trusted.overlay.opaque": []byte("y"),
+		"trusted.foo":            []byte("bar"),
+		"security.capability":    {1, 0, 0, 2},
+	} {
+		bld.m.Entries[xf].Xattrs[k] = v
+	}
+	bld.m.Entries[od].Xattrs = map[string][]byte{"trusted.overlay.opaque": []byte("y")}
 	return f
 }
 
@@ -146,7 +157,7 @@ func TestMount(t *testing.T) {
 			rel, _ := filepath.Rel(mnt, p)
 			got = append(got, rel)
 			// The type in the listing matches the entry's.
-			if want := typeBits(es[fx.idx[rel]].Type); rel != "." && uint32(d.Type()&fs.ModeType) != uint32(fileModeType(want)) {
+			if want := es[fx.idx[rel]].Type.UnixType(); rel != "." && uint32(d.Type()&fs.ModeType) != uint32(fileModeType(want)) {
 				t.Errorf("%s: listed type %v, want %o", rel, d.Type(), want)
 			}
 			return nil
@@ -192,8 +203,7 @@ func TestMount(t *testing.T) {
 		subdirs := map[int]uint32{}
 		for _, e := range es[1:] {
 			if e.Type == manifest.TypeDir {
-				d, _ := splitPath(e.Path)
-				if d == "." {
+				if d := path.Dir(e.Path); d == "." {
 					subdirs[0]++
 				} else {
 					subdirs[fx.idx[d]]++
@@ -210,7 +220,7 @@ func TestMount(t *testing.T) {
 				if e.LinkTo != manifest.NoLink {
 					lead = es[e.LinkTo]
 				}
-				wantMode := typeBits(e.Type) | e.Mode
+				wantMode := e.Type.UnixType() | e.Mode
 				if st.Mode != wantMode {
 					t.Errorf("mode %o, want %o", st.Mode, wantMode)
 				}
@@ -675,9 +685,9 @@ func TestPermissions(t *testing.T) {
 func TestTreeErrors(t *testing.T) {
 	ok := func() []manifest.Entry {
 		return []manifest.Entry{
-			{Index: 0, Path: ".", Type: manifest.TypeDir, LinkTo: manifest.NoLink},
-			{Index: 1, Path: "d", Type: manifest.TypeDir, LinkTo: manifest.NoLink},
-			{Index: 2, Path: "d/f", Type: manifest.TypeFile, LinkTo: manifest.NoLink},
+			{Index: 0, Path: ".", Type: manifest.TypeDir, LinkTo: manifest.NoLink, Nlink: 1},
+			{Index: 1, Path: "d", Type: manifest.TypeDir, LinkTo: manifest.NoLink, Nlink: 1},
+			{Index: 2, Path: "d/f", Type: manifest.TypeFile, LinkTo: manifest.NoLink, Nlink: 1},
 		}
 	}
 	if _, err := newTree(&manifest.Manifest{Entries: ok()}); err != nil {
@@ -697,13 +707,13 @@ func TestTreeErrors(t *testing.T) {
 			return es
 		}},
 		{"parent is a file", func(es []manifest.Entry) []manifest.Entry {
-			return append(es, manifest.Entry{Index: 3, Path: "d/f/g", Type: manifest.TypeFile, LinkTo: manifest.NoLink})
+			return append(es, manifest.Entry{Index: 3, Path: "d/f/g", Type: manifest.TypeFile, LinkTo: manifest.NoLink, Nlink: 1})
 		}},
 		{"duplicate", func(es []manifest.Entry) []manifest.Entry {
-			return append(es, manifest.Entry{Index: 3, Path: "d/f", Type: manifest.TypeFile, LinkTo: manifest.NoLink})
+			return append(es, manifest.Entry{Index: 3, Path: "d/f", Type: manifest.TypeFile, LinkTo: manifest.NoLink, Nlink: 1})
 		}},
 		{"duplicate dir", func(es []manifest.Entry) []manifest.Entry {
-			return append(es, manifest.Entry{Index: 3, Path: "d", Type: manifest.TypeDir, LinkTo: manifest.NoLink})
+			return append(es, manifest.Entry{Index: 3, Path: "d", Type: manifest.TypeDir, LinkTo: manifest.NoLink, Nlink: 1})
 		}},
 		{"dotdot", func(es []manifest.Entry) []manifest.Entry { es[2].Path = "d/.."; return es }},
 		{"dot component", func(es []manifest.Entry) []manifest.Entry { es[2].Path = "./d/f"; return es }},
@@ -715,14 +725,14 @@ func TestTreeErrors(t *testing.T) {
 		{"negative size", func(es []manifest.Entry) []manifest.Entry { es[2].Size = -1; return es }},
 		{"link forward", func(es []manifest.Entry) []manifest.Entry { es[2].LinkTo = 2; return es }},
 		{"link to dir", func(es []manifest.Entry) []manifest.Entry {
-			return append(es, manifest.Entry{Index: 3, Path: "g", Type: manifest.TypeDir, LinkTo: 1})
+			return append(es, manifest.Entry{Index: 3, Path: "g", Type: manifest.TypeDir, LinkTo: 1, Nlink: 1})
 		}},
 		{"link type mismatch", func(es []manifest.Entry) []manifest.Entry {
-			return append(es, manifest.Entry{Index: 3, Path: "g", Type: manifest.TypeSymlink, LinkTo: 2})
+			return append(es, manifest.Entry{Index: 3, Path: "g", Type: manifest.TypeSymlink, Target: "d/f", LinkTo: 2, Nlink: 1})
 		}},
 		{"link to member", func(es []manifest.Entry) []manifest.Entry {
-			es = append(es, manifest.Entry{Index: 3, Path: "g", Type: manifest.TypeFile, LinkTo: 2})
-			return append(es, manifest.Entry{Index: 4, Path: "h", Type: manifest.TypeFile, LinkTo: 3})
+			es = append(es, manifest.Entry{Index: 3, Path: "g", Type: manifest.TypeFile, LinkTo: 2, Nlink: 1})
+			return append(es, manifest.Entry{Index: 4, Path: "h", Type: manifest.TypeFile, LinkTo: 3, Nlink: 1})
 		}},
 	}
 	for _, tc := range tests {

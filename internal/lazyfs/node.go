@@ -24,7 +24,7 @@ type node struct {
 	fs *FS
 	// idx is the entry carrying this inode: for a hard-link group its
 	// first member, whose content and attributes all members share.
-	idx int32
+	idx int
 
 	// mu guards the open counts, which keep the kernel's per-inode I/O
 	// mode consistent (see Open).
@@ -69,22 +69,22 @@ var (
 func (n *node) entry() *manifest.Entry { return &n.fs.tree.entries[n.idx] }
 
 // newChild returns the Inode of entry i, a child of n, filling attr.
-func (n *node) newChild(ctx context.Context, i int32, attr *fuse.Attr) *fs.Inode {
+func (n *node) newChild(ctx context.Context, i int, attr *fuse.Attr) *fs.Inode {
 	t := n.fs.tree
-	l := t.leader(i)
+	l := t.Leader(i)
 	n.fs.fillAttr(l, attr)
 	child := &node{fs: n.fs, idx: l}
-	return n.NewInode(ctx, child, fs.StableAttr{Mode: typeBits(t.entries[l].Type), Ino: t.ino(l)})
+	return n.NewInode(ctx, child, fs.StableAttr{Mode: t.entries[l].Type.UnixType(), Ino: t.ino(l)})
 }
 
-func (f *FS) fillAttr(i int32, a *fuse.Attr) {
+func (f *FS) fillAttr(i int, a *fuse.Attr) {
 	t := f.tree
 	e := &t.entries[i]
 	a.Ino = t.ino(i)
-	a.Mode = typeBits(e.Type) | e.Mode&07777
+	a.Mode = e.UnixMode()
 	a.Uid = e.UID
 	a.Gid = e.GID
-	a.Nlink = max(e.Nlink, 1)
+	a.Nlink = e.Nlink
 	var size uint64
 	switch e.Type {
 	case manifest.TypeFile:
@@ -92,7 +92,6 @@ func (f *FS) fillAttr(i int32, a *fuse.Attr) {
 	case manifest.TypeSymlink:
 		size = uint64(len(e.Target))
 	case manifest.TypeDir:
-		size = uint64(max(e.Size, 0))
 		// What most local filesystems report, and what tools like find
 		// use to tell how many subdirectories to expect.
 		a.Nlink = 2 + t.subdirs[i]
@@ -138,7 +137,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	if n.entry().Type != manifest.TypeDir {
 		return nil, syscall.ENOTDIR
 	}
-	i, ok := n.fs.tree.lookup(n.idx, name)
+	i, ok := n.fs.tree.Lookup(n.idx, name)
 	if !ok {
 		return nil, syscall.ENOENT
 	}
@@ -156,8 +155,10 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 // servedXattr tells which attribute names are shown. Only the user
 // namespace: an overlay on top reads trusted.overlay.* from its lower
 // layers as instructions (opaque, redirect, metacopy), and security.*
-// would grant capabilities or labels, so those are never served even if a
-// manifest carries them.
+// would grant capabilities or labels. manifest.Validate refuses any other
+// namespace already; this check stays because it is what keeps the
+// overlay's instructions out, even from a manifest altered after its
+// validation.
 func servedXattr(name string) bool {
 	return strings.HasPrefix(name, "user.")
 }
@@ -229,7 +230,7 @@ type dirHandle struct {
 	// reported with offset p+1, which Seekdir takes back.
 	pos int
 	// last is the child listed last, which READDIRPLUS looks up next.
-	last int32
+	last int
 }
 
 var (
@@ -240,18 +241,18 @@ var (
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
 	t := d.n.fs.tree
-	kids := t.children(d.n.idx)
+	kids := t.Children(d.n.idx)
 	p := d.pos
 	var de fuse.DirEntry
 	switch {
 	case p == 0:
 		de = fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: t.ino(d.n.idx)}
 	case p == 1:
-		de = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: t.ino(t.parent[d.n.idx])}
+		de = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: t.ino(t.parentDir(d.n.idx))}
 	case p-2 < len(kids):
 		c := kids[p-2]
 		d.last = c
-		de = fuse.DirEntry{Name: t.name(c), Mode: typeBits(t.entries[c].Type), Ino: t.ino(c)}
+		de = fuse.DirEntry{Name: t.Name(c), Mode: t.entries[c].Type.UnixType(), Ino: t.ino(c)}
 	default:
 		return nil, 0
 	}
@@ -261,7 +262,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 }
 
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	if off > uint64(len(d.n.fs.tree.children(d.n.idx))+2) {
+	if off > uint64(len(d.n.fs.tree.Children(d.n.idx))+2) {
 		return syscall.EINVAL
 	}
 	d.pos = int(off)
@@ -271,7 +272,7 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 // Lookup serves READDIRPLUS for the entry just listed without searching.
 func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	t := d.n.fs.tree
-	if d.pos >= 3 && t.name(d.last) == name {
+	if d.pos >= 3 && t.Name(d.last) == name {
 		return d.n.newChild(ctx, d.last, &out.Attr), 0
 	}
 	return d.n.Lookup(ctx, name, out)
