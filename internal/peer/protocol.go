@@ -1,6 +1,8 @@
 // Package peer is the network protocol between the cargo volume plugin on a
 // source host (which serves frozen volumes, "exports") and the plugin on a
-// target host (which copies them lazily).
+// target host (which copies them lazily). It holds both ends: the Server
+// and the Export interfaces it serves, the Client a target reads with, and
+// the Identity and Ticket that connect them.
 //
 // Transport: HTTP/2 (HTTP/1.1 also works) over TLS 1.3. The server presents a
 // self-signed certificate (Identity) that the client pins by its SHA-256
