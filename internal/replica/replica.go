@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cargo-migrate/cargo/internal/dircache"
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/manifest"
 )
 
@@ -50,6 +51,7 @@ const (
 type Replica struct {
 	root *os.Root // the volume's directory
 	m    *manifest.Manifest
+	tree *manifest.Tree // m's index: hard-link groups
 
 	totalFiles int
 	totalBytes int64
@@ -64,8 +66,14 @@ type Replica struct {
 }
 
 // Open opens the replica in dir (created if needed) for manifest m and
-// rebuilds its progress from what is on disk.
+// rebuilds its progress from what is on disk. m is trusted once it has
+// passed manifest.Validate (Decode's result has); any other is validated
+// first.
 func Open(dir string, m *manifest.Manifest) (*Replica, error) {
+	tree, err := m.Tree()
+	if err != nil {
+		return nil, fmt.Errorf("opening replica: %w", err)
+	}
 	for _, d := range []string{dir, path.Join(dir, dataDir), path.Join(dir, partialDir)} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("preparing replica: %w", err)
@@ -75,7 +83,7 @@ func Open(dir string, m *manifest.Manifest) (*Replica, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening replica: %w", err)
 	}
-	r := &Replica{root: root, m: m, done: make([]bool, len(m.Entries)), parts: map[int]*Partial{}}
+	r := &Replica{root: root, m: m, tree: tree, done: make([]bool, len(m.Entries)), parts: map[int]*Partial{}}
 	r.dirs.Create = true
 	r.totalFiles, r.totalBytes = m.Totals()
 	if err := r.scan(); err != nil {
@@ -105,9 +113,7 @@ func partialPath(i int, suffix string) string {
 
 // HasContent reports whether entry e carries file content of its own
 // (a regular file that is not a later name of a hard-linked one).
-func HasContent(e *manifest.Entry) bool {
-	return e.Type == manifest.TypeFile && e.LinkTo == manifest.NoLink
-}
+func HasContent(e *manifest.Entry) bool { return e.HasContent() }
 
 // Len is the number of manifest entries.
 func (r *Replica) Len() int { return len(r.m.Entries) }
@@ -195,12 +201,7 @@ func (r *Replica) OpenLocal(i int) (*os.File, bool, error) {
 }
 
 // ContentIndex maps a hard link to the entry carrying its content.
-func (r *Replica) ContentIndex(i int) int {
-	if l := r.m.Entries[i].LinkTo; l != manifest.NoLink {
-		return l
-	}
-	return i
-}
+func (r *Replica) ContentIndex(i int) int { return r.tree.Leader(i) }
 
 // Skeleton creates everything but file content: directories, symlinks,
 // FIFOs and device nodes, with their metadata. It is idempotent, so it
@@ -243,6 +244,9 @@ func (r *Replica) Skeleton() error {
 			return fmt.Errorf("creating %q: %w", e.Path, err)
 		}
 	}
+	if err := failpoint.Inject("replica.skeleton.before-relink"); err != nil {
+		return err
+	}
 	return r.relink()
 }
 
@@ -250,13 +254,11 @@ func (r *Replica) Skeleton() error {
 // rename and their links left out.
 func (r *Replica) relink() error {
 	for i := range r.m.Entries {
-		e := &r.m.Entries[i]
-		if e.LinkTo == manifest.NoLink || !r.Done(e.LinkTo) {
+		if len(r.tree.Links(i)) == 0 || !r.Done(i) {
 			continue
 		}
-		err := r.root.Link(dataPath(&r.m.Entries[e.LinkTo]), dataPath(e))
-		if err != nil && !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("linking %q: %w", e.Path, err)
+		if err := r.linkOthers(i); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -286,17 +288,8 @@ func (r *Replica) mknod(e *manifest.Entry) error {
 		return err
 	}
 	defer parent.Close()
-	mode := e.Mode & 0o7777
-	switch e.Type {
-	case manifest.TypeFIFO:
-		mode |= unix.S_IFIFO
-	case manifest.TypeChar:
-		mode |= unix.S_IFCHR
-	case manifest.TypeBlock:
-		mode |= unix.S_IFBLK
-	}
 	name := path.Base(p)
-	if err := unix.Mknodat(int(parent.Fd()), name, mode, int(e.Rdev)); err != nil {
+	if err := unix.Mknodat(int(parent.Fd()), name, e.UnixMode(), int(e.Rdev)); err != nil {
 		return err
 	}
 	if err := unix.Fchownat(int(parent.Fd()), name, int(e.UID), int(e.GID), unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -382,6 +375,9 @@ func (r *Replica) WriteWhole(i int, w Writer, src io.Reader) error {
 		err = cerr
 	}
 	if err == nil {
+		err = failpoint.Inject("replica.whole.before-rename")
+	}
+	if err == nil {
 		err = unix.Renameat(dfd, tmp, dfd, path.Base(e.Path))
 	}
 	if err != nil {
@@ -389,6 +385,9 @@ func (r *Replica) WriteWhole(i int, w Writer, src io.Reader) error {
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}
 	if err := r.linkOthers(i); err != nil {
+		return err
+	}
+	if err := failpoint.Inject("replica.whole.before-done"); err != nil {
 		return err
 	}
 	r.markDone(i, true)
@@ -402,6 +401,9 @@ func (r *Replica) commit(i int, f *os.File, from string) error {
 	err := setMeta(f, e)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = failpoint.Inject("replica.finish.before-rename")
 	}
 	if err != nil {
 		return err
@@ -421,27 +423,25 @@ func (r *Replica) commit(i int, f *os.File, from string) error {
 	if err := r.linkOthers(i); err != nil {
 		return err
 	}
-	if afterRename != nil {
-		afterRename(i)
+	// In place but not yet done: the moment a racing reader must not get
+	// wrong.
+	if err := failpoint.Inject("replica.after-rename"); err != nil {
+		return err
 	}
 	r.markDone(i, false) // its bytes were counted chunk by chunk
 	return nil
 }
 
-// afterRename, when set by a test, runs between a file's move into place
-// and its being marked done: the moment a racing reader must not get it
-// wrong.
-var afterRename func(i int)
-
 // linkOthers gives a complete file its other hard-linked names.
 func (r *Replica) linkOthers(i int) error {
-	e := &r.m.Entries[i]
-	for j := i + 1; j < len(r.m.Entries) && e.Nlink > 1; j++ {
-		if r.m.Entries[j].LinkTo == i {
-			p := dataPath(&r.m.Entries[j])
-			if err := r.root.Link(dataPath(e), p); err != nil && !errors.Is(err, fs.ErrExist) {
-				return fmt.Errorf("linking %q: %w", r.m.Entries[j].Path, err)
-			}
+	from := dataPath(&r.m.Entries[i])
+	for _, j := range r.tree.Links(i) {
+		if err := failpoint.Inject("replica.link.before-name"); err != nil {
+			return err
+		}
+		to := &r.m.Entries[j]
+		if err := r.root.Link(from, dataPath(to)); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("linking %q: %w", to.Path, err)
 		}
 	}
 	return nil
@@ -504,7 +504,7 @@ func setMeta(f *os.File, e *manifest.Entry) error {
 	if err := unix.Fchown(fd, int(e.UID), int(e.GID)); err != nil {
 		return err
 	}
-	if err := unix.Fchmod(fd, uint32(e.Mode&0o7777)); err != nil { // after chown: it clears set-id bits
+	if err := unix.Fchmod(fd, e.Mode&0o7777); err != nil { // after chown: it clears set-id bits
 		return err
 	}
 	ts := []unix.Timespec{unix.NsecToTimespec(e.MtimeNs), unix.NsecToTimespec(e.MtimeNs)}
@@ -643,6 +643,9 @@ func (p *Partial) ReadAt(b []byte, off int64) (int, error) {
 // MarkChunk records chunk c as written, after its bytes are in the file.
 // When it was the last one, the file is committed to the replica.
 func (p *Partial) MarkChunk(c int) error {
+	if err := failpoint.Inject("replica.chunk.before-log"); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	if p.chunks[c] {
 		p.mu.Unlock()
@@ -668,6 +671,9 @@ func (p *Partial) MarkChunk(c int) error {
 
 func (p *Partial) finish() error {
 	r := p.r
+	if err := failpoint.Inject("replica.finish.before-commit"); err != nil {
+		return err
+	}
 	p.log.Close()
 	// Readers of the partial wait for the commit, then find it finished
 	// and the file done.
@@ -680,6 +686,9 @@ func (p *Partial) finish() error {
 	r.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("completing %q: %w", r.m.Entries[p.index].Path, err)
+	}
+	if err := failpoint.Inject("replica.finish.before-log-remove"); err != nil {
+		return err
 	}
 	return r.root.Remove(partialPath(p.index, ".log"))
 }

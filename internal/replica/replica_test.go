@@ -3,6 +3,7 @@ package replica
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/manifest"
 )
 
@@ -233,6 +235,9 @@ func TestSkeletonMendsLinksAndKeepsDirXattrs(t *testing.T) {
 // moved into place must never get a fresh, empty one (its chunk log would
 // still say every chunk is there, so zeros would be served as data).
 func TestPartialWhileFinishing(t *testing.T) {
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
 	m := testManifest()
 	large := randBytes(t, m.Entries[3].Size)
 	r, err := Open(t.TempDir(), m)
@@ -249,8 +254,10 @@ func TestPartialWhileFinishing(t *testing.T) {
 	}
 	var racing *Partial
 	var racingErr error
-	afterRename = func(i int) { racing, racingErr = r.Partial(i) }
-	defer func() { afterRename = nil }()
+	defer failpoint.SetFunc("replica.after-rename", func() error {
+		racing, racingErr = r.Partial(3)
+		return nil
+	})()
 	for c := range p.Chunks() {
 		off, n := p.Range(c)
 		if _, err := p.WriterAt().WriteAt(large[off:off+n], off); err != nil {
@@ -283,5 +290,73 @@ func TestPartialWhileFinishing(t *testing.T) {
 	got, _ := io.ReadAll(f)
 	if !bytes.Equal(got, large) {
 		t.Fatal("local copy differs")
+	}
+}
+
+// A file with three names that fails between linking its second and third
+// is whole at the next start: Skeleton links what is missing.
+func TestLinkGroupMendedAfterFailure(t *testing.T) {
+	if !failpoint.Enabled {
+		t.Skip("needs -tags failpoints")
+	}
+	dir := t.TempDir()
+	m := testManifest()
+	third := manifest.Entry{Index: 8, Path: "dir/third", Type: manifest.TypeFile, Mode: 0o600, UID: 1000, GID: 1000,
+		Size: 1000, MtimeNs: mtime, LinkTo: 2}
+	m.Entries = append(m.Entries, third)
+	for _, i := range []int{2, 4, 8} {
+		m.Entries[i].Nlink = 3
+	}
+	r, err := Open(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	reset := failpoint.SetFunc("replica.link.before-name", func() error {
+		if calls++; calls == 2 {
+			return errors.New("crash")
+		}
+		return nil
+	})
+	err = r.WriteWhole(2, Background, bytes.NewReader(make([]byte, 1000)))
+	reset()
+	if err == nil || r.Done(2) {
+		t.Fatalf("WriteWhole with a failing link: %v, done %v", err, r.Done(2))
+	}
+	r.Close()
+	data := filepath.Join(dir, "data")
+	if _, err := os.Lstat(filepath.Join(data, "dir/third")); !os.IsNotExist(err) {
+		t.Fatalf("third name before the restart: %v", err)
+	}
+
+	r, err = Open(dir, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !r.Done(2) {
+		t.Fatal("a file renamed into place is not done after a restart")
+	}
+	if err := r.Skeleton(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.Stat(filepath.Join(data, "dir/small"))
+	for _, p := range []string{"link", "dir/third"} {
+		b, err := os.Stat(filepath.Join(data, p))
+		if err != nil || !os.SameFile(a, b) {
+			t.Errorf("%s not linked: %v", p, err)
+		}
+	}
+}
+
+// An invalid manifest opens no replica.
+func TestOpenRefusesInvalidManifest(t *testing.T) {
+	m := testManifest()
+	m.Entries[4].Nlink = 1 // its group has two names
+	if _, err := Open(t.TempDir(), m); !errors.Is(err, manifest.ErrInvalid) {
+		t.Fatalf("Open: %v, want an invalid manifest", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 )
 
 // Settle merges an overlay's upper layer into the replica it was mounted
@@ -34,6 +36,9 @@ func Settle(data, upper, work string) error {
 	if err := setDirMeta(data, &st); err != nil {
 		return err
 	}
+	if err := failpoint.Inject("replica.settle.before-work-remove"); err != nil {
+		return err
+	}
 	if err := os.RemoveAll(work); err != nil {
 		return fmt.Errorf("removing overlay work directory: %w", err)
 	}
@@ -56,6 +61,9 @@ func mergeDir(data, upper string) error {
 }
 
 func mergeEntry(d, u string) error {
+	if err := failpoint.Inject("replica.settle.before-entry"); err != nil {
+		return err
+	}
 	var st unix.Stat_t
 	if err := unix.Lstat(u, &st); err != nil {
 		return fmt.Errorf("settling %s: %w", u, err)
