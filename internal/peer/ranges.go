@@ -44,78 +44,29 @@ func (c *Client) ReadRange(ctx context.Context, index int, off, n int64, w io.Wr
 	size := int64(-1) // file size as first reported, to detect changes between resumes
 	failures := 0
 	for {
-		pos := off + written
-		remaining := int64(-1)
+		ask := rangeAsk{index: index, pos: off + written, n: -1, size: size}
 		if n > 0 {
-			remaining = n - written
+			ask.n = n - written
 		}
-		rangeHdr := ""
-		switch {
-		case remaining > 0:
-			rangeHdr = fmt.Sprintf("bytes=%d-%d", pos, pos+remaining-1)
-		case pos > 0:
-			rangeHdr = fmt.Sprintf("bytes=%d-", pos)
-		}
-		resp, err := c.do(ctx, http.MethodGet, path, nil, rangeHdr)
+		resp, err := c.do(ctx, http.MethodGet, path, nil, ask.header())
 		if err != nil {
 			return written, err
 		}
-
-		var total, expect, skip int64
-		switch resp.StatusCode {
-		case http.StatusOK: // whole file: the server ignored or was not sent a Range
-			total = resp.ContentLength
-			skip = pos
-			expect = -1
-			if total >= 0 {
-				expect = max(total-pos, 0)
-				if remaining > 0 {
-					expect = min(expect, remaining)
-				}
-			}
-		case http.StatusPartialContent:
-			first, last, t, ok := parseContentRange(resp.Header.Get("Content-Range"))
-			if !ok || first != pos || (remaining > 0 && last-first+1 > remaining) {
-				drainClose(resp.Body)
-				return written, fmt.Errorf("reading file %d: %s answered with a range (%q) that was not asked for",
-					index, c.where(), resp.Header.Get("Content-Range"))
-			}
-			total, expect = t, last-first+1
-		case http.StatusRequestedRangeNotSatisfiable:
-			t, ok := parseUnsatisfiedRange(resp.Header.Get("Content-Range"))
-			drainClose(resp.Body)
-			if !ok || pos < t {
-				return written, fmt.Errorf("reading file %d at offset %d: %s refused the range", index, pos, c.where())
-			}
-			if size >= 0 && t != size {
-				return written, c.sizeChanged(index, size, t)
-			}
-			// pos is at or past the end of the file.
-			if n > 0 || pos > t {
+		ans, err := c.checkRange(resp, ask)
+		if err != nil {
+			return written, err
+		}
+		if ans.eof {
+			// ask.pos is at or past the end of the file.
+			if n > 0 || ask.pos > ans.total {
 				return written, io.EOF
 			}
 			return written, nil
-		default:
-			return written, c.statusError(resp, fmt.Sprintf("reading file %d", index), index)
 		}
-		if total >= 0 {
-			if size >= 0 && total != size {
-				drainClose(resp.Body)
-				return written, c.sizeChanged(index, size, total)
-			}
-			size = total
+		if ans.total >= 0 {
+			size = ans.total
 		}
-
-		var m int64
-		var readErr, writeErr error
-		if skip > 0 {
-			if _, err := io.CopyN(io.Discard, resp.Body, skip); err != nil {
-				readErr = err
-			}
-		}
-		if readErr == nil {
-			m, readErr, writeErr = copyStream(w, resp.Body, expect, *buf)
-		}
+		m, readErr, writeErr := ans.copy(w, resp.Body, *buf)
 		resp.Body.Close()
 		written += m
 		if writeErr != nil {
@@ -144,6 +95,86 @@ func (c *Client) ReadRange(ctx context.Context, index int, off, n int64, w io.Wr
 			return written, err
 		}
 	}
+}
+
+// rangeAsk is what one request of ReadRange asks for.
+type rangeAsk struct {
+	index int
+	pos   int64 // first byte wanted
+	n     int64 // bytes wanted from pos; -1: to the end of the file
+	size  int64 // file size an earlier answer reported; -1: none yet
+}
+
+// header is the Range header for the ask; none when it wants the whole file.
+func (a rangeAsk) header() string {
+	switch {
+	case a.n > 0:
+		return fmt.Sprintf("bytes=%d-%d", a.pos, a.pos+a.n-1)
+	case a.pos > 0:
+		return fmt.Sprintf("bytes=%d-", a.pos)
+	}
+	return ""
+}
+
+// rangeAnswer is what a response promises for a rangeAsk.
+type rangeAnswer struct {
+	total  int64 // file size the source reported; -1: unknown
+	skip   int64 // body bytes before the asked range (a 200 carries the whole file)
+	expect int64 // body bytes of the range after skip; -1: to the end of the body
+	eof    bool  // the asked position is at or past the end of the file; no body
+}
+
+// checkRange checks resp against ask: its status, and its Content-Range or
+// Content-Length against the range asked for and the size reported before,
+// and says which part of the body is the range. It closes the body when it
+// returns an error or an answer without body (eof).
+func (c *Client) checkRange(resp *http.Response, ask rangeAsk) (rangeAnswer, error) {
+	var ans rangeAnswer
+	switch resp.StatusCode {
+	case http.StatusOK: // whole file: the server ignored or was not sent a Range
+		ans = rangeAnswer{total: resp.ContentLength, skip: ask.pos, expect: -1}
+		if ans.total >= 0 {
+			ans.expect = max(ans.total-ask.pos, 0)
+			if ask.n > 0 {
+				ans.expect = min(ans.expect, ask.n)
+			}
+		}
+	case http.StatusPartialContent:
+		first, last, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+		if !ok || first != ask.pos || (ask.n > 0 && last-first+1 > ask.n) {
+			drainClose(resp.Body)
+			return rangeAnswer{}, fmt.Errorf("reading file %d: %s answered with a range (%q) that was not asked for",
+				ask.index, c.where(), resp.Header.Get("Content-Range"))
+		}
+		ans = rangeAnswer{total: total, expect: last - first + 1}
+	case http.StatusRequestedRangeNotSatisfiable:
+		total, ok := parseUnsatisfiedRange(resp.Header.Get("Content-Range"))
+		drainClose(resp.Body)
+		if !ok || ask.pos < total {
+			return rangeAnswer{}, fmt.Errorf("reading file %d at offset %d: %s refused the range", ask.index, ask.pos, c.where())
+		}
+		ans = rangeAnswer{total: total, eof: true}
+	default:
+		return rangeAnswer{}, c.statusError(resp, fmt.Sprintf("reading file %d", ask.index), ask.index)
+	}
+	if ans.total >= 0 && ask.size >= 0 && ans.total != ask.size {
+		if !ans.eof {
+			drainClose(resp.Body)
+		}
+		return rangeAnswer{}, c.sizeChanged(ask.index, ask.size, ans.total)
+	}
+	return ans, nil
+}
+
+// copy copies the answer's range from body to w. Read and write failures
+// are reported apart, as by copyStream.
+func (a rangeAnswer) copy(w io.Writer, body io.Reader, buf []byte) (written int64, readErr, writeErr error) {
+	if a.skip > 0 {
+		if _, err := io.CopyN(io.Discard, body, a.skip); err != nil {
+			return 0, err, nil
+		}
+	}
+	return copyStream(w, body, a.expect, buf)
 }
 
 func (c *Client) sizeChanged(index int, was, now int64) error {
