@@ -72,7 +72,9 @@ func (c *Client) ReadRange(ctx context.Context, index int, off, n int64, w io.Wr
 		if writeErr != nil {
 			return written, writeErr
 		}
-		if readErr == nil {
+		// A break after the last byte asked for costs nothing; resuming would
+		// ask for the rest of the file.
+		if readErr == nil || n > 0 && written == n {
 			if n > 0 && written < n {
 				return written, io.EOF // the file ends before off+n
 			}
@@ -121,6 +123,7 @@ type rangeAnswer struct {
 	total  int64 // file size the source reported; -1: unknown
 	skip   int64 // body bytes before the asked range (a 200 carries the whole file)
 	expect int64 // body bytes of the range after skip; -1: to the end of the body
+	atMost int64 // with expect -1, the most bytes to copy; -1: no bound
 	eof    bool  // the asked position is at or past the end of the file; no body
 }
 
@@ -132,7 +135,7 @@ func (c *Client) checkRange(resp *http.Response, ask rangeAsk) (rangeAnswer, err
 	var ans rangeAnswer
 	switch resp.StatusCode {
 	case http.StatusOK: // whole file: the server ignored or was not sent a Range
-		ans = rangeAnswer{total: resp.ContentLength, skip: ask.pos, expect: -1}
+		ans = rangeAnswer{total: resp.ContentLength, skip: ask.pos, expect: -1, atMost: ask.n}
 		if ans.total >= 0 {
 			ans.expect = max(ans.total-ask.pos, 0)
 			if ask.n > 0 {
@@ -146,14 +149,14 @@ func (c *Client) checkRange(resp *http.Response, ask rangeAsk) (rangeAnswer, err
 			return rangeAnswer{}, fmt.Errorf("reading file %d: %s answered with a range (%q) that was not asked for",
 				ask.index, c.where(), resp.Header.Get("Content-Range"))
 		}
-		ans = rangeAnswer{total: total, expect: last - first + 1}
+		ans = rangeAnswer{total: total, expect: last - first + 1, atMost: -1}
 	case http.StatusRequestedRangeNotSatisfiable:
 		total, ok := parseUnsatisfiedRange(resp.Header.Get("Content-Range"))
 		drainClose(resp.Body)
 		if !ok || ask.pos < total {
 			return rangeAnswer{}, fmt.Errorf("reading file %d at offset %d: %s refused the range", ask.index, ask.pos, c.where())
 		}
-		ans = rangeAnswer{total: total, eof: true}
+		ans = rangeAnswer{total: total, eof: true, atMost: -1}
 	default:
 		return rangeAnswer{}, c.statusError(resp, fmt.Sprintf("reading file %d", ask.index), ask.index)
 	}
@@ -173,6 +176,9 @@ func (a rangeAnswer) copy(w io.Writer, body io.Reader, buf []byte) (written int6
 		if _, err := io.CopyN(io.Discard, body, a.skip); err != nil {
 			return 0, err, nil
 		}
+	}
+	if a.expect < 0 && a.atMost >= 0 {
+		body = io.LimitReader(body, a.atMost) // a body of unknown length holds no more than was asked
 	}
 	return copyStream(w, body, a.expect, buf)
 }

@@ -112,6 +112,10 @@ func TestCheckRange(t *testing.T) {
 			wantTotal: 10, wantBody: "89"},
 		{name: "200 without Content-Length", pos: 2, n: -1, size: -1, status: 200, length: -1, body: file,
 			wantTotal: -1, wantBody: "23456789"},
+		{name: "200 without Content-Length to a ranged ask", pos: 2, n: 3, size: -1, status: 200, length: -1, body: file,
+			wantTotal: -1, wantBody: "234"},
+		{name: "200 without Content-Length, short", pos: 2, n: 30, size: -1, status: 200, length: -1, body: file,
+			wantTotal: -1, wantBody: "23456789"},
 		{name: "200 without Content-Length keeps the known size", pos: 2, n: -1, size: 10, status: 200, length: -1, body: file,
 			wantTotal: -1, wantBody: "23456789"},
 
@@ -268,6 +272,16 @@ type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
 
+// lastReadFails returns all of data in one Read together with a failure,
+// as a connection cut right after the last byte may.
+type lastReadFails struct{ data string }
+
+func (r *lastReadFails) Read(p []byte) (int, error) {
+	n := copy(p, r.data)
+	r.data = r.data[n:]
+	return n, io.ErrUnexpectedEOF
+}
+
 func answer(status int, contentRange string, length int64, body io.Reader) func(*http.Request) *http.Response {
 	return func(req *http.Request) *http.Response {
 		resp, _ := fakeResponse(status, contentRange, length, body)
@@ -342,6 +356,24 @@ func TestReadRangeResumeLoop(t *testing.T) {
 			want:       "01",
 			wantErr:    "broke after 2 bytes",
 			wantIs:     io.ErrUnexpectedEOF,
+		},
+		{
+			name: "200 without Content-Length to a ranged read",
+			off:  2, n: 3,
+			script: []func(*http.Request) *http.Response{
+				answer(200, "", -1, strings.NewReader(file)),
+			},
+			wantRanges: []string{"bytes=2-4"},
+			want:       "234",
+		},
+		{
+			name: "a break after the last byte asked for",
+			off:  0, n: 4,
+			script: []func(*http.Request) *http.Response{
+				answer(206, "bytes 0-3/10", 4, &lastReadFails{data: "0123"}),
+			},
+			wantRanges: []string{"bytes=0-3"},
+			want:       "0123",
 		},
 		{
 			name: "file ends before the range",
