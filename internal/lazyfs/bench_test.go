@@ -85,7 +85,9 @@ func readOnce(b *testing.B, path string, buf []byte, cold bool) {
 	defer f.Close()
 	if cold {
 		b.StopTimer()
-		unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+			b.Fatal(err)
+		}
 		b.StartTimer()
 	}
 	var total int64
@@ -149,7 +151,7 @@ func TestLargeTree(t *testing.T) {
 	t.Logf("1000 cold stats: %v", time.Since(t0))
 	t0 = time.Now()
 	n := 0
-	err = filepath.WalkDir(mnt, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(mnt, func(_ string, _ fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}

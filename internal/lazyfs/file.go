@@ -27,7 +27,7 @@ import (
 // handle is offered for passthrough only while no page-cache handle is
 // open on the inode, and the decision is made under n.mu together with
 // the OpenLocal call, so a concurrent open cannot slip in between.
-func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
 		return nil, 0, syscall.EROFS
 	}
@@ -80,12 +80,12 @@ var (
 	_ fs.FileReleaser = (*localHandle)(nil)
 )
 
-func (h *localHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (h *localHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h.n.fs.localReads.Add(1)
 	return readLocal(h.f, dest, off)
 }
 
-func (h *localHandle) Release(ctx context.Context) syscall.Errno {
+func (h *localHandle) Release(context.Context) syscall.Errno {
 	h.n.mu.Lock()
 	h.n.cachedOpens--
 	h.n.mu.Unlock()
@@ -104,7 +104,7 @@ func (h passthroughHandle) PassthroughFd() (int, bool) {
 	return int(h.f.Fd()), true
 }
 
-func (h passthroughHandle) Release(ctx context.Context) syscall.Errno {
+func (h passthroughHandle) Release(context.Context) syscall.Errno {
 	h.n.mu.Lock()
 	h.n.passthroughOpens--
 	h.n.mu.Unlock()
@@ -174,7 +174,7 @@ func (h *remoteHandle) localFile() *os.File {
 	return f
 }
 
-func (h *remoteHandle) Release(ctx context.Context) syscall.Errno {
+func (h *remoteHandle) Release(context.Context) syscall.Errno {
 	if !h.direct {
 		h.n.mu.Lock()
 		h.n.cachedOpens--
@@ -195,7 +195,7 @@ func readFullRemote(ctx context.Context, b Backend, idx int, dest []byte, off in
 	for total < len(dest) {
 		nr, err := b.ReadAt(ctx, idx, dest[total:], off+int64(total))
 		total += nr
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

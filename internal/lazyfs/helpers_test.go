@@ -73,7 +73,7 @@ func (b *fakeBackend) OpenLocal(index int) (*os.File, bool, error) {
 	return f, true, nil
 }
 
-func (b *fakeBackend) ReadAt(ctx context.Context, index int, p []byte, off int64) (int, error) {
+func (b *fakeBackend) ReadAt(_ context.Context, index int, p []byte, off int64) (int, error) {
 	b.mu.Lock()
 	b.readAts[index] = append(b.readAts[index], off)
 	data, ok := b.content[index]

@@ -12,6 +12,7 @@ package lazyfs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -163,7 +164,9 @@ func Mount(dir string, m *manifest.Manifest, b Backend, opts Options) (*FS, erro
 	fsys.server = server
 	if opts.ReadAheadKB > 0 {
 		if err := setReadAhead(dir, opts.ReadAheadKB); err != nil {
-			server.Unmount()
+			if uerr := server.Unmount(); uerr != nil {
+				return nil, errors.Join(err, fmt.Errorf("lazyfs: unmounting %s: %w", dir, uerr))
+			}
 			return nil, err
 		}
 	}

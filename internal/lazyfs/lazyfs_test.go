@@ -545,7 +545,11 @@ func TestMount(t *testing.T) {
 						return
 					}
 					// Drop the cached pages so reads reach the server.
-					unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+					if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+						t.Error(err)
+						f.Close()
+						return
+					}
 					var got bytes.Buffer
 					_, err = got.ReadFrom(f)
 					f.Close()

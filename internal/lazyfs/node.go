@@ -128,7 +128,7 @@ func encodeDev(rdev uint64) uint32 {
 	return minor&0xff | major<<8 | (minor&^0xff)<<12
 }
 
-func (n *node) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	n.fs.fillAttr(n.idx, &out.Attr)
 	return 0
 }
@@ -144,7 +144,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs
 	return n.newChild(ctx, i, &out.Attr), 0
 }
 
-func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+func (n *node) Readlink(context.Context) ([]byte, syscall.Errno) {
 	e := n.entry()
 	if e.Type != manifest.TypeSymlink {
 		return nil, syscall.EINVAL
@@ -163,7 +163,7 @@ func servedXattr(name string) bool {
 	return strings.HasPrefix(name, "user.")
 }
 
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+func (n *node) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	if !servedXattr(attr) {
 		return 0, syscall.ENODATA
 	}
@@ -177,7 +177,7 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	return uint32(copy(dest, v)), 0
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+func (n *node) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno) {
 	xs := n.entry().Xattrs
 	names := make([]string, 0, len(xs))
 	size := 0
@@ -200,7 +200,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	return uint32(off), 0
 }
 
-func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+func (n *node) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
 	t := n.fs.tree
 	const bsize = 4096
 	out.Bsize = bsize
@@ -214,7 +214,7 @@ func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 
 // Directories.
 
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) OpendirHandle(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
 	if n.entry().Type != manifest.TypeDir {
 		return nil, 0, syscall.ENOTDIR
 	}
@@ -239,7 +239,7 @@ var (
 	_ fs.FileLookuper     = (*dirHandle)(nil)
 )
 
-func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+func (d *dirHandle) Readdirent(context.Context) (*fuse.DirEntry, syscall.Errno) {
 	t := d.n.fs.tree
 	kids := t.Children(d.n.idx)
 	p := d.pos
@@ -261,7 +261,7 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	return &de, 0
 }
 
-func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+func (d *dirHandle) Seekdir(_ context.Context, off uint64) syscall.Errno {
 	if off > uint64(len(d.n.fs.tree.Children(d.n.idx))+2) {
 		return syscall.EINVAL
 	}
@@ -280,54 +280,54 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 
 // Read-only refusals.
 
-func (n *node) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+func (n *node) Setattr(context.Context, fs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
 	return syscall.EROFS
 }
 
-func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+func (n *node) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
 	return syscall.EROFS
 }
 
-func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+func (n *node) Removexattr(context.Context, string) syscall.Errno {
 	return syscall.EROFS
 }
 
-func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *node) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
 
-func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *node) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
 
-func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, syscall.EROFS
 }
 
-func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+func (n *node) Tmpfile(context.Context, uint32, uint32, *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
 	return nil, nil, 0, syscall.EROFS
 }
 
-func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *node) Symlink(context.Context, string, string, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
 
-func (n *node) Link(ctx context.Context, target fs.InodeEmbedder, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+func (n *node) Link(context.Context, fs.InodeEmbedder, string, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
 	return nil, syscall.EROFS
 }
 
-func (n *node) Unlink(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (n *node) Unlink(context.Context, string) syscall.Errno { return syscall.EROFS }
 
-func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno { return syscall.EROFS }
+func (n *node) Rmdir(context.Context, string) syscall.Errno { return syscall.EROFS }
 
-func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+func (n *node) Rename(context.Context, string, fs.InodeEmbedder, string, uint32) syscall.Errno {
 	return syscall.EROFS
 }
 
-func (n *node) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+func (n *node) Write(context.Context, fs.FileHandle, []byte, int64) (uint32, syscall.Errno) {
 	return 0, syscall.EROFS
 }
 
-func (n *node) Allocate(ctx context.Context, fh fs.FileHandle, off uint64, size uint64, mode uint32) syscall.Errno {
+func (n *node) Allocate(context.Context, fs.FileHandle, uint64, uint64, uint32) syscall.Errno {
 	return syscall.EROFS
 }

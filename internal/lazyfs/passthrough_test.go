@@ -48,7 +48,11 @@ func TestPassthrough(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer syscall.Munmap(data)
+		defer func() {
+			if err := syscall.Munmap(data); err != nil {
+				t.Error(err)
+			}
+		}()
 		equalBytes(t, "mmap g3/x", data, fx.content["g3/x"])
 	})
 
@@ -101,7 +105,9 @@ func TestPassthrough(t *testing.T) {
 			if err != nil {
 				t.Fatalf("open after the others closed: %v", err)
 			}
-			unix.Fadvise(int(third.Fd()), 0, 0, unix.FADV_DONTNEED)
+			if err := unix.Fadvise(int(third.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+				t.Fatal(err)
+			}
 			equalBytes(t, "third handle", readAll(third), want)
 			third.Close()
 			passed = fsys.Stats().LocalReads == before

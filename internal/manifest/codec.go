@@ -153,7 +153,7 @@ func Decode(r io.Reader, limits Limits) (*Manifest, error) {
 	br := bufio.NewReader(r)
 	zr, err := gzip.NewReader(br)
 	if err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%w: empty input", ErrInvalid)
 		}
 		return nil, decodeErr(err)

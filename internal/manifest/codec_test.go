@@ -32,7 +32,9 @@ func gz(raw string) []byte {
 	var buf bytes.Buffer
 	zw := gzWriters.Get().(*gzip.Writer)
 	zw.Reset(&buf)
-	zw.Write([]byte(raw))
+	if _, err := zw.Write([]byte(raw)); err != nil {
+		panic(err) // a bytes.Buffer takes every write
+	}
 	zw.Close()
 	gzWriters.Put(zw)
 	return buf.Bytes()

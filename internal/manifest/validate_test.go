@@ -62,7 +62,7 @@ func TestValidateRejects(t *testing.T) {
 		want   string // substring of the error
 	}{
 		{"no entries", Limits{}, func(m *Manifest) { m.Entries = nil }, "no entries"},
-		{"too many entries", Limits{MaxEntries: 3}, func(m *Manifest) {}, "over the limit of 3"},
+		{"too many entries", Limits{MaxEntries: 3}, func(*Manifest) {}, "over the limit of 3"},
 		{"root path", Limits{}, func(m *Manifest) { m.Entries[0].Path = "" }, `entry 0 "": the root entry's path must be "."`},
 		{"root type", Limits{}, func(m *Manifest) { m.Entries[0].Type = TypeFile }, "root entry must be a dir"},
 		{"index", Limits{}, func(m *Manifest) { m.Entries[4].Index = 5 }, `entry 4 "l": index field is 5`},

@@ -268,7 +268,7 @@ func (w *walker) readlink(dirfd int, name string, size int64) (string, error) {
 	}
 	for {
 		n, err := unix.Readlinkat(dirfd, name, w.lnk)
-		if err == unix.EINTR {
+		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
@@ -316,16 +316,16 @@ func (w *walker) xattrs(fd int) (map[string][]byte, error) {
 		n, err = unix.Flistxattr(fd, w.xlist)
 		switch {
 		case err == nil:
-		case err == unix.EINTR:
+		case errors.Is(err, unix.EINTR):
 			continue
-		case err == unix.ERANGE:
+		case errors.Is(err, unix.ERANGE):
 			size, err := unix.Flistxattr(fd, nil)
-			if err != nil && err != unix.EINTR {
+			if err != nil && !errors.Is(err, unix.EINTR) {
 				return nil, err
 			}
 			w.xlist = make([]byte, max(size, 2*len(w.xlist)))
 			continue
-		case err == unix.ENOTSUP:
+		case errors.Is(err, unix.ENOTSUP):
 			return nil, nil
 		default:
 			return nil, err
@@ -368,12 +368,12 @@ func (w *walker) xattr(fd int, name string) ([]byte, bool, error) {
 		switch {
 		case err == nil:
 			return append([]byte{}, w.xval[:n]...), true, nil
-		case err == unix.EINTR:
-		case err == unix.ENODATA:
+		case errors.Is(err, unix.EINTR):
+		case errors.Is(err, unix.ENODATA):
 			return nil, false, nil // removed since listed
-		case err == unix.ERANGE:
+		case errors.Is(err, unix.ERANGE):
 			size, err := unix.Fgetxattr(fd, name, nil)
-			if err != nil && err != unix.EINTR {
+			if err != nil && !errors.Is(err, unix.EINTR) {
 				return nil, false, err
 			}
 			w.xval = make([]byte, max(size, 2*len(w.xval)))
@@ -402,11 +402,11 @@ func (w *walker) mayHaveXattrs(dirfd int, name string) bool {
 		} else {
 			n, err = unix.Llistxattr(procPath(dirfd, name), w.xprobe)
 		}
-		if err != unix.EINTR {
+		if !errors.Is(err, unix.EINTR) {
 			break
 		}
 	}
-	if err == unix.ENOTSUP {
+	if errors.Is(err, unix.ENOTSUP) {
 		return false
 	}
 	if err != nil {
@@ -427,12 +427,12 @@ func (w *walker) mayHaveXattrs(dirfd int, name string) bool {
 // seccomp filter (EPERM); /proc may be absent or hide magic links.
 func chooseProbe(fd int, st *unix.Stat_t) probeMode {
 	buf := make([]byte, 64<<10)
-	if _, err := listxattrat(fd, ".", buf); err == nil || err == unix.ENOTSUP {
+	if _, err := listxattrat(fd, ".", buf); err == nil || errors.Is(err, unix.ENOTSUP) {
 		return probeAt
 	}
 	var pst unix.Stat_t
 	if unix.Stat(procPath(fd, "."), &pst) == nil && pst.Dev == st.Dev && pst.Ino == st.Ino {
-		if _, err := unix.Llistxattr(procPath(fd, "."), buf); err == nil || err == unix.ENOTSUP {
+		if _, err := unix.Llistxattr(procPath(fd, "."), buf); err == nil || errors.Is(err, unix.ENOTSUP) {
 			return probeProc
 		}
 	}
@@ -492,7 +492,7 @@ func (w *walker) countLinks() {
 func fstatat(dirfd int, name string, st *unix.Stat_t) error {
 	for {
 		err := unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW)
-		if err != unix.EINTR {
+		if !errors.Is(err, unix.EINTR) {
 			return err
 		}
 	}
@@ -501,7 +501,7 @@ func fstatat(dirfd int, name string, st *unix.Stat_t) error {
 func openat(dirfd int, name string) (int, error) {
 	for {
 		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
-		if err != unix.EINTR {
+		if !errors.Is(err, unix.EINTR) {
 			return fd, err
 		}
 	}

@@ -348,7 +348,7 @@ func TestWalkUnreadableDir(t *testing.T) {
 	}
 	dir := t.TempDir()
 	must(t, os.Mkdir(filepath.Join(dir, "locked"), 0))
-	defer os.Chmod(filepath.Join(dir, "locked"), 0o755)
+	defer func() { must(t, os.Chmod(filepath.Join(dir, "locked"), 0o755)) }()
 	root, err := os.OpenRoot(dir)
 	must(t, err)
 	defer root.Close()

@@ -142,9 +142,10 @@ func (r *Replica) scan() error {
 			continue
 		}
 		if errors.Is(err, fs.ErrNotExist) {
-			// A crash may have left a writer's temporary file.
+			// A crash may have left a writer's temporary file. Removing
+			// it only saves space: a writer truncates its name anyway.
 			for _, w := range []Writer{Background, OnDemand} {
-				r.root.Remove(path.Join(path.Dir(dataPath(e)), tmpName(i, w)))
+				_ = r.root.Remove(path.Join(path.Dir(dataPath(e)), tmpName(i, w)))
 			}
 		}
 		if e.Size >= LargeFile {
@@ -381,7 +382,9 @@ func (r *Replica) WriteWhole(i int, w Writer, src io.Reader) error {
 		err = unix.Renameat(dfd, tmp, dfd, path.Base(e.Path))
 	}
 	if err != nil {
-		unix.Unlinkat(dfd, tmp, 0)
+		// What failed is the error to report; a start sweeps the
+		// temporary file if this cannot.
+		_ = unix.Unlinkat(dfd, tmp, 0)
 		return fmt.Errorf("writing %q: %w", e.Path, err)
 	}
 	if err := r.linkOthers(i); err != nil {

@@ -92,9 +92,16 @@ func TestWholeChunksAndResume(t *testing.T) {
 	_, before := r.Progress()
 	r.Close()
 	// A torn record at the log's end is ignored.
-	f, _ := os.OpenFile(filepath.Join(dir, "partial", "3.log"), os.O_APPEND|os.O_WRONLY, 0)
-	f.Write([]byte{0, 0})
-	f.Close()
+	f, err := os.OpenFile(filepath.Join(dir, "partial", "3.log"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	r, err = Open(dir, m)
 	if err != nil {
@@ -113,7 +120,9 @@ func TestWholeChunksAndResume(t *testing.T) {
 		t.Fatalf("missing chunks %v, want [1]", got)
 	}
 	off, n := p.Range(1)
-	p.WriterAt().WriteAt(large[off:off+n], off)
+	if _, err := p.WriterAt().WriteAt(large[off:off+n], off); err != nil {
+		t.Fatal(err)
+	}
 	if err := p.MarkChunk(1); err != nil {
 		t.Fatal(err)
 	}
@@ -123,10 +132,10 @@ func TestWholeChunksAndResume(t *testing.T) {
 	if !r.Complete() {
 		t.Fatal("not complete")
 	}
-	if _, err := p.ReadAt(make([]byte, 1), 0); err != ErrFinished {
+	if _, err := p.ReadAt(make([]byte, 1), 0); !errors.Is(err, ErrFinished) {
 		t.Fatalf("read of finished partial: %v", err)
 	}
-	if _, err := r.Partial(3); err != ErrFinished {
+	if _, err := r.Partial(3); !errors.Is(err, ErrFinished) {
 		t.Fatalf("Partial of a complete file: %v", err)
 	}
 	if err := r.Finish(); err != nil {
@@ -273,13 +282,13 @@ func TestPartialWhileFinishing(t *testing.T) {
 	if racingErr == nil {
 		buf := make([]byte, 4096)
 		n, err := racing.ReadAt(buf, 0)
-		if err != ErrFinished && !bytes.Equal(buf[:n], large[:n]) {
+		if !errors.Is(err, ErrFinished) && !bytes.Equal(buf[:n], large[:n]) {
 			t.Fatalf("a Partial taken while finishing read %d bytes (%v) that are not the file's", n, err)
 		}
-	} else if racingErr != ErrFinished {
+	} else if !errors.Is(racingErr, ErrFinished) {
 		t.Fatal(racingErr)
 	}
-	if _, err := r.Partial(3); err != ErrFinished {
+	if _, err := r.Partial(3); !errors.Is(err, ErrFinished) {
 		t.Fatalf("Partial after finishing: %v", err)
 	}
 	f, ok, err := r.OpenLocal(3)
