@@ -2,7 +2,9 @@
 // every entry's path, type, ownership, mode, size, times, link target,
 // hard-link group and user xattrs. The target builds its read-only view and
 // its copy plan from it, so a manifest from the network is validated as
-// untrusted input before use.
+// untrusted input before use. The package also holds the wire codec, the
+// walk that builds a manifest from a local tree, and the Tree, the
+// directory and hard-link index that only a validated manifest has.
 package manifest
 
 import (

@@ -42,7 +42,7 @@ func Walk(ctx context.Context, root *os.Root) (*Manifest, error) {
 //
 // The tree should be quiescent; an entry that changes type or identity
 // between being listed and being opened fails the walk. The result is not
-// validated: call Validate before trusting it to fit the limits.
+// validated: Validate (or the first Tree) checks it fits the limits.
 func WalkWith(ctx context.Context, root *os.Root, opts WalkOptions) (*Manifest, error) {
 	return walk(ctx, root, opts, chooseProbe)
 }
