@@ -5,28 +5,38 @@
 package driver
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/cargo-migrate/cargo/internal/export"
-	"github.com/cargo-migrate/cargo/internal/manifest"
-	"github.com/cargo-migrate/cargo/internal/names"
 	"github.com/cargo-migrate/cargo/internal/state"
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
 
 // Driver serves the volume plugin protocol. It is safe for concurrent use:
 // the engine calls it from many goroutines.
+//
+// Locking follows moby's local driver. Each volume has its own lock
+// (locks), held for the whole of an operation on that volume, slow parts
+// included: fetching a manifest from the peer, walking a tree for an
+// export, settling, unmounting. Operations on one volume are serialized;
+// they never wait for another volume's. An operation on two volumes (an
+// export volume and the cargo volume it exports) takes both locks at once,
+// in name order (lockVolume, volumeLocks.lockPair). mu guards the maps
+// below and is held only to read or replace an entry, never across I/O
+// and never while waiting for a volume lock, so Get, List and Path answer
+// at once whatever else runs.
+//
+// A volume's record in vols, its federation in feds and the exports of
+// it change only under that volume's lock; records are never changed in
+// place: a changed copy is saved, then replaces the old one.
 type Driver struct {
 	store    *state.Store
 	mountDir string
@@ -35,8 +45,15 @@ type Driver struct {
 	log      *slog.Logger
 	cfg      Config
 
+	locks volumeLocks
+	// started is closed when New is done: background copies wait for it
+	// before they touch the driver, so New runs alone.
+	started chan struct{}
+
 	mu   sync.Mutex
 	vols map[string]*state.Volume
+	// creating holds the names whose Create runs; see Create.
+	creating map[string]bool
 	// feds holds the running copies of federated volumes not yet settled.
 	feds map[string]*federation
 	// exports holds open exports by export volume name.
@@ -69,6 +86,9 @@ var _ volume.Driver = (*Driver)(nil)
 // New loads the volumes from the store and brings the mount table in line
 // with them: volumes that hold mount references are mounted, nothing else
 // is; open exports are served again and unfinished copies resume.
+//
+// New takes no volume locks: the sockets are served only once it returns,
+// and the copies it resumes wait for it (started).
 func New(cfg Config) (*Driver, error) {
 	store, log := cfg.Store, cfg.Log
 	for _, dir := range []string{cfg.MountDir, cfg.RunDir} {
@@ -87,9 +107,9 @@ func New(cfg Config) (*Driver, error) {
 		log.Warn("volume record was unreadable and has been rebuilt; its options are reset", "volume", n)
 	}
 	d := &Driver{store: store, mountDir: cfg.MountDir, runDir: cfg.RunDir, mnt: cfg.Mounter, log: log, cfg: cfg,
-		vols: res.Volumes, feds: map[string]*federation{}, exports: map[string]*openExport{}}
-	d.mu.Lock()
-	defer d.mu.Unlock()
+		started: make(chan struct{}), vols: res.Volumes, creating: map[string]bool{},
+		feds: map[string]*federation{}, exports: map[string]*openExport{}}
+	defer close(d.started)
 	if err := d.resume(); err != nil {
 		return nil, err
 	}
@@ -105,342 +125,92 @@ func New(cfg Config) (*Driver, error) {
 // the process's exit ends it anyway; the next start reconciles.
 func (d *Driver) Close() {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, f := range d.feds {
+	feds := slices.Collect(maps.Values(d.feds))
+	exps := slices.Collect(maps.Values(d.exports))
+	d.mu.Unlock()
+	for _, f := range feds {
 		f.cancel()
 		f.cop.Close()
 	}
-	for _, e := range d.exports {
+	for _, e := range exps {
 		if e.exp != nil {
 			d.cfg.Exports.Remove(e.exp.ID)
 		}
 	}
 }
 
-// reconcile runs once at start-up, before the socket is served.
-func (d *Driver) reconcile() error {
-	for name, v := range d.vols {
-		n, err := d.mnt.Mounts(d.mountpoint(name))
-		if err != nil {
-			return fmt.Errorf("checking mount of volume %q: %w", name, err)
-		}
-		if v.Kind == state.KindFederated && n > 0 {
-			// Its view was served by the process before this one: dead.
-			// Containers still holding it recover on their restart.
-			if err := d.detach(name); err != nil {
-				return err
-			}
-			n = 0
-			d.log.Warn("replaced the federated mount of a previous plugin process; restart containers using it", "volume", name)
-		}
-		switch want := len(v.Mounts) > 0; {
-		case want && n == 0:
-			// The engine unmounts everything under the plugin's directory
-			// when it disables the plugin or shuts down; the containers
-			// holding these references keep their own bind, or come back
-			// with the engine.
-			if err := d.attach(name); err != nil {
-				return err
-			}
-			d.log.Info("re-established mount", "volume", name, "mounts", len(v.Mounts))
-		case !want && n > 0:
-			if err := d.detach(name); err != nil {
-				return err
-			}
-			d.log.Info("released a mount nobody holds", "volume", name)
-		}
-	}
-	// Mountpoints of volumes that no longer exist.
-	entries, err := os.ReadDir(d.mountDir)
-	if err != nil {
-		return fmt.Errorf("reading mount directory: %w", err)
-	}
-	for _, e := range entries {
-		if _, ok := d.vols[e.Name()]; ok {
-			continue
-		}
-		if err := d.detach(e.Name()); err != nil {
-			return err
-		}
-		d.log.Info("removed stale mountpoint", "name", e.Name())
-	}
-	return nil
-}
-
 func (d *Driver) mountpoint(name string) string { return filepath.Join(d.mountDir, name) }
 
-// attach makes the volume's data visible at its mountpoint.
-func (d *Driver) attach(name string) error {
-	mp := d.mountpoint(name)
-	if err := os.MkdirAll(mp, 0o755); err != nil {
-		return fmt.Errorf("creating mountpoint for volume %q: %w", name, err)
-	}
-	if d.vols[name].Kind == state.KindFederated {
-		return d.attachFederated(name, mp)
-	}
-	return d.mnt.Bind(d.store.DataDir(name), mp)
+// volume returns name's record, nil if there is none.
+func (d *Driver) volume(name string) *state.Volume {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.vols[name]
 }
 
-// detach unmounts every mount stacked at the mountpoint and removes it.
-func (d *Driver) detach(name string) error {
-	mp := d.mountpoint(name)
-	n, err := d.mnt.Mounts(mp)
-	if err != nil {
-		return fmt.Errorf("checking mount of volume %q: %w", name, err)
+// setVolume makes v, already saved, the volume's record.
+func (d *Driver) setVolume(v *state.Volume) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.vols[v.Name] = v
+}
+
+func (d *Driver) deleteVolume(name string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.vols, name)
+}
+
+// names returns the names of the volumes, sorted.
+func (d *Driver) names() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Sorted(maps.Keys(d.vols))
+}
+
+// fed returns the running copy of a federated volume, nil if none runs.
+func (d *Driver) fed(name string) *federation {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.feds[name]
+}
+
+// setFed records name's running copy; nil forgets it.
+func (d *Driver) setFed(name string, f *federation) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if f == nil {
+		delete(d.feds, name)
+		return
 	}
-	for ; n > 0; n-- {
-		if err := d.mnt.Unmount(mp); err != nil {
-			return fmt.Errorf("volume %q: %w", name, err)
-		}
+	d.feds[name] = f
+}
+
+// openExportOf returns the export served for export volume ctrl, or nil.
+func (d *Driver) openExportOf(ctrl string) *openExport {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.exports[ctrl]
+}
+
+// setOpenExport records the export served for ctrl; nil forgets it.
+func (d *Driver) setOpenExport(ctrl string, oe *openExport) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if oe == nil {
+		delete(d.exports, ctrl)
+		return
 	}
-	if err := os.Remove(mp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing mountpoint of volume %q: %w", name, err)
-	}
-	if f := d.feds[name]; f != nil {
-		return f.releaseLower(d)
-	}
-	return nil
+	d.exports[ctrl] = oe
 }
 
 func errNoSuchVolume(name string) error {
-	if name == HostInfoName {
+	if name == volstatus.HostInfo {
 		return errReserved()
 	}
 	return fmt.Errorf("no such volume: %q", name)
 }
 
-// Create makes a plain local volume. It is idempotent: creating an existing
-// volume again succeeds unless different options are asked for.
-func (d *Driver) Create(req *volume.CreateRequest) error {
-	if err := names.ValidateVolume(req.Name); err != nil {
-		return err
-	}
-	if req.Name == HostInfoName {
-		return errReserved()
-	}
-	kind, err := kindOf(req.Options)
-	if err != nil {
-		return fmt.Errorf("volume %q: %w", req.Name, err)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if v, ok := d.vols[req.Name]; ok {
-		if len(req.Options) == 0 || maps.Equal(v.Options, req.Options) {
-			return nil
-		}
-		return fmt.Errorf("volume %q already exists with options %s; remove it first to create it with %s",
-			req.Name, formatOptions(v.Options), formatOptions(req.Options))
-	}
-	switch kind {
-	case state.KindExport:
-		return d.createExport(req.Name, req.Options)
-	case state.KindFederated:
-		return d.createFederated(req.Name, req.Options)
-	}
-	opts, err := parseCreateOptions(req.Options)
-	if err != nil {
-		return fmt.Errorf("volume %q: %w", req.Name, err)
-	}
-	data := d.store.DataDir(req.Name)
-	if err := os.MkdirAll(filepath.Dir(data), 0o700); err != nil {
-		return fmt.Errorf("creating volume %q: %w", req.Name, err)
-	}
-	if err := os.Mkdir(data, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("creating volume %q: %w", req.Name, err)
-	}
-	// Chown before chmod: chown clears set-id bits.
-	if err := os.Chown(data, opts.UID, opts.GID); err != nil {
-		return fmt.Errorf("creating volume %q: %w", req.Name, err)
-	}
-	if err := os.Chmod(data, manifest.PermMode(opts.Mode)); err != nil {
-		return fmt.Errorf("creating volume %q: %w", req.Name, err)
-	}
-	v := &state.Volume{
-		Name:      req.Name,
-		Kind:      state.KindLocal,
-		CreatedAt: time.Now().UTC().Truncate(time.Second),
-		Options:   maps.Clone(req.Options),
-	}
-	if err := d.store.Save(v); err != nil {
-		return err
-	}
-	d.vols[req.Name] = v
-	d.log.Info("created volume", "volume", req.Name)
-	return nil
-}
-
-func formatOptions(o map[string]string) string {
-	if len(o) == 0 {
-		return "(none)"
-	}
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(o)) {
-		parts = append(parts, k+"="+o[k])
-	}
-	return strings.Join(parts, ",")
-}
-
-// Remove deletes the volume and its data. It refuses while the volume is
-// mounted, so a running container never loses its data under it.
-func (d *Driver) Remove(req *volume.RemoveRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v, ok := d.vols[req.Name]
-	if !ok {
-		return errNoSuchVolume(req.Name)
-	}
-	if n := len(v.Mounts); n > 0 {
-		return fmt.Errorf("volume %q is in use (%d mount(s)); stop and remove the containers using it first", req.Name, n)
-	}
-	if ctrl := d.exportOf(req.Name); ctrl != "" {
-		return d.frozenError(req.Name, ctrl, "removed")
-	}
-	switch v.Kind {
-	case state.KindExport:
-		d.closeExport(req.Name)
-	case state.KindFederated:
-		if f := d.feds[req.Name]; f != nil {
-			f.stop()
-			delete(d.feds, req.Name)
-		}
-	}
-	if err := d.detach(req.Name); err != nil {
-		return err
-	}
-	if err := d.store.Delete(req.Name); err != nil {
-		return err
-	}
-	delete(d.vols, req.Name)
-	d.log.Info("removed volume", "volume", req.Name)
-	return nil
-}
-
-// Mount makes the volume available for the engine's mount ID and returns
-// where. The first reference mounts; later ones share it.
-func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v, ok := d.vols[req.Name]
-	if !ok {
-		return nil, errNoSuchVolume(req.Name)
-	}
-	if v.Kind == state.KindExport {
-		return nil, fmt.Errorf("volume %q stands for the export of volume %q and holds no data; mount %q itself", req.Name, v.Export.Volume, v.Export.Volume)
-	}
-	if ctrl := d.exportOf(req.Name); ctrl != "" {
-		return nil, d.frozenError(req.Name, ctrl, "mounted")
-	}
-	if len(v.Mounts) == 0 {
-		// A finished copy becomes a plain volume before anyone uses it.
-		if err := d.settleIfReady(req.Name); err != nil {
-			return nil, err
-		}
-		v = d.vols[req.Name]
-	}
-	mp := d.mountpoint(req.Name)
-	n, err := d.mnt.Mounts(mp)
-	if err != nil {
-		return nil, fmt.Errorf("checking mount of volume %q: %w", req.Name, err)
-	}
-	mounted := n > 0
-	if !mounted {
-		if err := d.attach(req.Name); err != nil {
-			return nil, err
-		}
-	}
-	nv := v.Clone()
-	if nv.AddMount(req.ID) {
-		if err := d.store.Save(nv); err != nil {
-			if !mounted {
-				_ = d.detach(req.Name) // leave things as they were
-			}
-			return nil, err
-		}
-		d.vols[req.Name] = nv
-	}
-	d.log.Debug("mounted", "volume", req.Name, "id", req.ID, "refs", len(nv.Mounts))
-	return &volume.MountResponse{Mountpoint: mp}, nil
-}
-
-// Unmount drops the engine's mount ID; the last reference unmounts. An
-// unknown ID is not an error: the engine may repeat an Unmount after a
-// restart, and it must not leave the volume stuck.
-func (d *Driver) Unmount(req *volume.UnmountRequest) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v, ok := d.vols[req.Name]
-	if !ok {
-		return errNoSuchVolume(req.Name)
-	}
-	nv := v.Clone()
-	nv.RemoveMount(req.ID)
-	if len(nv.Mounts) == 0 {
-		if err := d.detach(req.Name); err != nil {
-			return err
-		}
-	}
-	if len(nv.Mounts) != len(v.Mounts) {
-		if err := d.store.Save(nv); err != nil {
-			return err
-		}
-		d.vols[req.Name] = nv
-	}
-	d.log.Debug("unmounted", "volume", req.Name, "id", req.ID, "refs", len(nv.Mounts))
-	if len(nv.Mounts) == 0 {
-		if err := d.settleIfReady(req.Name); err != nil {
-			d.log.Error("settling the volume failed; it stays federated and settling is retried", "volume", req.Name, "error", err)
-		}
-	}
-	return nil
-}
-
-// Path returns where the volume is (or will be) mounted.
-func (d *Driver) Path(req *volume.PathRequest) (*volume.PathResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, ok := d.vols[req.Name]; !ok {
-		return nil, errNoSuchVolume(req.Name)
-	}
-	return &volume.PathResponse{Mountpoint: d.mountpoint(req.Name)}, nil
-}
-
-// Get describes one volume. It never fails for a volume that exists: the
-// engine forgets a volume whose Get fails.
-func (d *Driver) Get(req *volume.GetRequest) (*volume.GetResponse, error) {
-	if req.Name == HostInfoName {
-		return &volume.GetResponse{Volume: d.hostInfo()}, nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v, ok := d.vols[req.Name]
-	if !ok {
-		return nil, errNoSuchVolume(req.Name)
-	}
-	return &volume.GetResponse{Volume: d.describe(v)}, nil
-}
-
-// List describes every volume.
-func (d *Driver) List() (*volume.ListResponse, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make([]*volume.Volume, 0, len(d.vols))
-	for _, name := range slices.Sorted(maps.Keys(d.vols)) {
-		out = append(out, d.describe(d.vols[name]))
-	}
-	return &volume.ListResponse{Volumes: out}, nil
-}
-
-func (d *Driver) describe(v *state.Volume) *volume.Volume {
-	return &volume.Volume{
-		Name:       v.Name,
-		Mountpoint: d.mountpoint(v.Name),
-		CreatedAt:  v.CreatedAt.Format(time.RFC3339),
-		Status:     d.status(v),
-	}
-}
-
-// Capabilities says cargo volumes are local to one engine; moving them is
-// what cargo's migration does, not something the engine may assume.
-func (d *Driver) Capabilities() *volume.CapabilitiesResponse {
-	return &volume.CapabilitiesResponse{Capabilities: volume.Capability{Scope: "local"}}
+func errCreating(name string) error {
+	return fmt.Errorf("volume %q is still being created", name)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/docker/go-plugins-helpers/volume"
@@ -14,16 +15,24 @@ import (
 	"github.com/cargo-migrate/cargo/internal/state"
 )
 
-// fakeMounter models the mount table as a stack count per target.
+// fakeMounter models the mount table as a stack count per target. It is
+// safe for concurrent use; tests that read stack directly do so while
+// nothing else runs.
 type fakeMounter struct {
+	mu      sync.Mutex
 	stack   map[string]int
 	bindErr error
 	binds   int
+	// unmountHook, if set, runs before each unmount, outside mu: a test
+	// makes an unmount slow with it.
+	unmountHook func(target string)
 }
 
 func newFakeMounter() *fakeMounter { return &fakeMounter{stack: map[string]int{}} }
 
 func (f *fakeMounter) Bind(_, target string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.bindErr != nil {
 		return f.bindErr
 	}
@@ -36,13 +45,25 @@ func (f *fakeMounter) Bind(_, target string) error {
 }
 
 func (f *fakeMounter) Unmount(target string) error {
+	f.mu.Lock()
+	hook := f.unmountHook
+	f.mu.Unlock()
+	if hook != nil {
+		hook(target)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.stack[target] > 0 {
 		f.stack[target]--
 	}
 	return nil
 }
 
-func (f *fakeMounter) Mounts(target string) (int, error) { return f.stack[target], nil }
+func (f *fakeMounter) Mounts(target string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.stack[target], nil
+}
 
 func (f *fakeMounter) Overlay(_, _, _, target string) error { return f.Bind("", target) }
 
@@ -50,6 +71,8 @@ type fixture struct {
 	root, mountDir string
 	mnt            *fakeMounter
 	d              *Driver
+	// cfg, if set, adds to the driver's Config at each restart.
+	cfg func(*Config)
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -68,8 +91,12 @@ func (f *fixture) restart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := New(Config{Store: store, MountDir: f.mountDir, RunDir: filepath.Join(f.root, "run"), Mounter: f.mnt,
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	cfg := Config{Store: store, MountDir: f.mountDir, RunDir: filepath.Join(f.root, "run"), Mounter: f.mnt,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if f.cfg != nil {
+		f.cfg(&cfg)
+	}
+	d, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,32 +21,43 @@ import (
 type openExport struct {
 	ctrl   string
 	volume string
+	// engine: volume is the engine's local-driver volume, not ours.
+	engine bool
 	exp    *export.Export
 	// view is where a federated volume's merged view is mounted for the
 	// export to read; "" for a local volume.
 	view string
 }
 
-// exportOf returns the export volume that holds name frozen, or "".
-func (d *Driver) exportOf(name string) string {
-	for ctrl, v := range d.vols {
-		if v.Kind == state.KindExport && v.Export.Volume == name && !v.Export.Engine && v.Export.Open() {
-			return ctrl
-		}
-	}
-	return ""
+// frozenBy returns the record of the open export volume that holds name
+// frozen, or nil.
+func (d *Driver) frozenBy(name string) *state.Volume {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.frozenByLocked(name)
 }
 
-func (d *Driver) frozenError(name, ctrl, what string) error {
-	to := d.vols[ctrl].Export.To
+// frozenByLocked is frozenBy, called with d.mu held.
+func (d *Driver) frozenByLocked(name string) *state.Volume {
+	for _, v := range d.vols {
+		if exportedVolume(v) == name && v.Export.Open() {
+			return v
+		}
+	}
+	return nil
+}
+
+func frozenError(name string, ctrl *state.Volume, what string) error {
+	to := ctrl.Export.To
 	if to == "" {
 		to = "another host"
 	}
 	return fmt.Errorf("volume %q cannot be %s: it is frozen while it is exported to %s (export volume %q); finish the migration, or remove volume %q to abort the export",
-		name, what, to, ctrl, ctrl)
+		name, what, to, ctrl.Name, ctrl.Name)
 }
 
 // createExport opens an export of opts["export"] under the name ctrl.
+// Called with the locks of ctrl and of the exported volume held.
 func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 	name, to := opts["export"], opts["to"]
 	if d.cfg.Exports == nil {
@@ -59,8 +70,8 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 		}
 		return d.openExport(ctrl, name, to, true, opts)
 	}
-	v, ok := d.vols[name]
-	if !ok {
+	v := d.volume(name)
+	if v == nil {
 		return fmt.Errorf("cannot export volume %q: no such cargo volume", name)
 	}
 	if v.Kind == state.KindExport {
@@ -69,8 +80,8 @@ func (d *Driver) createExport(ctrl string, opts map[string]string) error {
 	if n := len(v.Mounts); n > 0 {
 		return fmt.Errorf("cannot export volume %q: it is mounted by %d container(s); stop them first (an export freezes the volume)", name, n)
 	}
-	if other := d.exportOf(name); other != "" {
-		return fmt.Errorf("volume %q is already being exported (export volume %q)", name, other)
+	if other := d.frozenBy(name); other != nil {
+		return fmt.Errorf("volume %q is already being exported (export volume %q)", name, other.Name)
 	}
 	if err := d.settleIfReady(name); err != nil {
 		return err
@@ -90,7 +101,7 @@ func (d *Driver) checkEngineVolume(name string) error {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if _, derr := os.Stat(d.cfg.EngineVolumes); derr != nil {
-			return fmt.Errorf("cannot export local volume %q: the engine's volumes directory is not mounted in the plugin (%v); if the engine's data root is not /var/lib/docker, run `docker plugin set cargo engine-volumes.source=DATA-ROOT/volumes`", name, derr)
+			return fmt.Errorf("cannot export local volume %q: the engine's volumes directory is not mounted in the plugin (%w); if the engine's data root is not /var/lib/docker, run `docker plugin set cargo engine-volumes.source=DATA-ROOT/volumes`", name, derr)
 		}
 		return fmt.Errorf("cannot export local volume %q: no such volume in the engine's volumes directory (a local volume with mount options, such as NFS, cannot be exported)", name)
 	case err != nil:
@@ -102,7 +113,7 @@ func (d *Driver) checkEngineVolume(name string) error {
 }
 
 // openExport opens the export of a cargo volume or, when engine is set,
-// of a local-driver volume. Called with d.mu held.
+// of a local-driver volume. Called with the locks of both held.
 func (d *Driver) openExport(ctrl, name, to string, engine bool, opts map[string]string) error {
 	id, err := randomID()
 	if err != nil {
@@ -124,25 +135,33 @@ func (d *Driver) openExport(ctrl, name, to string, engine bool, opts map[string]
 	if err != nil {
 		return fmt.Errorf("cannot export volume %q: %w", name, err)
 	}
-	if err := os.MkdirAll(d.store.Dir(ctrl), 0o700); err == nil {
+	// The record is the commit point: an export whose record is not on
+	// disk is not acknowledged.
+	err = os.MkdirAll(d.store.Dir(ctrl), 0o700)
+	if err == nil {
 		err = d.store.Save(rec)
 	}
 	if err != nil {
 		oe.close(d)
 		return err
 	}
+	// One step, so the export volume is never seen without its export.
+	d.mu.Lock()
 	d.vols[ctrl] = rec
 	d.exports[ctrl] = oe
+	d.mu.Unlock()
 	files, bytes := oe.exp.Totals()
 	d.log.Info("opened export", "volume", name, "export", ctrl, "to", to, "files", files, "bytes", bytes)
 	return nil
 }
 
 // serveExport reads the frozen volume's tree and makes it reachable
-// through the peer service. Called with d.mu held.
+// through the peer service: the walk of the whole tree happens here.
+// Called with the locks of the export volume and of the exported volume
+// held.
 func (d *Driver) serveExport(rec *state.Volume) (*openExport, error) {
 	name := rec.Export.Volume
-	oe := &openExport{ctrl: rec.Name, volume: name}
+	oe := &openExport{ctrl: rec.Name, volume: name, engine: rec.Export.Engine}
 	var v *state.Volume
 	dir := d.store.DataDir(name)
 	if rec.Export.Engine {
@@ -150,7 +169,7 @@ func (d *Driver) serveExport(rec *state.Volume) (*openExport, error) {
 			return nil, err
 		}
 		dir = filepath.Join(d.cfg.EngineVolumes, name, "_data")
-	} else if v = d.vols[name]; v == nil {
+	} else if v = d.volume(name); v == nil {
 		return nil, fmt.Errorf("volume %q is gone", name)
 	}
 	if v != nil && v.Kind == state.KindFederated {
@@ -167,7 +186,7 @@ func (d *Driver) serveExport(rec *state.Volume) (*openExport, error) {
 		if err := d.mnt.Overlay(lower, d.store.UpperDir(name), d.store.WorkDir(name), oe.view); err != nil {
 			return nil, err
 		}
-		if f := d.feds[name]; f != nil {
+		if f := d.fed(name); f != nil {
 			f.view = oe.view
 		}
 		dir = oe.view
@@ -195,7 +214,7 @@ func (oe *openExport) close(d *Driver) {
 			d.log.Error("unmounting export view", "error", err)
 		}
 		os.Remove(oe.view)
-		if f := d.feds[oe.volume]; f != nil {
+		if f := d.fed(oe.volume); f != nil {
 			f.view = ""
 			if err := f.releaseLower(d); err != nil {
 				d.log.Error("releasing federated view", "error", err)
@@ -205,10 +224,14 @@ func (oe *openExport) close(d *Driver) {
 }
 
 // closeExport ends the export held by export volume ctrl, if open.
+// Called with the locks of ctrl and of the exported volume held.
 func (d *Driver) closeExport(ctrl string) {
-	if oe := d.exports[ctrl]; oe != nil {
+	if oe := d.openExportOf(ctrl); oe != nil {
+		d.setOpenExport(ctrl, nil)
 		oe.close(d)
-		delete(d.exports, ctrl)
+		if oe.engine {
+			return
+		}
 		if err := d.settleIfReady(oe.volume); err != nil {
 			d.log.Error("settling after the export ended", "volume", oe.volume, "error", err)
 		}
@@ -218,9 +241,8 @@ func (d *Driver) closeExport(ctrl string) {
 // exportCompleted runs when the target reports the copy complete: the
 // export closes and the volume is no longer frozen.
 func (d *Driver) exportCompleted(ctrl, report string) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	v := d.vols[ctrl]
+	v, unlock := d.lockVolume(ctrl)
+	defer unlock()
 	if v == nil || v.Kind != state.KindExport {
 		return errors.New("export closed")
 	}
@@ -233,7 +255,7 @@ func (d *Driver) exportCompleted(ctrl, report string) error {
 	if err := d.store.Save(nv); err != nil {
 		return err
 	}
-	d.vols[ctrl] = nv
+	d.setVolume(nv)
 	d.log.Info("the target has everything; export closed", "export", ctrl, "volume", nv.Export.Volume, "report", report)
 	d.closeExport(ctrl)
 	return nil
@@ -241,9 +263,10 @@ func (d *Driver) exportCompleted(ctrl, report string) error {
 
 // resumeExports serves again the exports that were open when the plugin
 // stopped. Their trees are frozen, so walking them again gives the same
-// manifest and indexes.
+// manifest and indexes. Called from New.
 func (d *Driver) resumeExports() {
-	for ctrl, v := range d.vols {
+	for _, ctrl := range d.names() {
+		v := d.volume(ctrl)
 		if v.Kind != state.KindExport || !v.Export.Open() || d.cfg.Exports == nil {
 			continue
 		}
@@ -252,7 +275,7 @@ func (d *Driver) resumeExports() {
 			d.log.Error("could not serve an open export again; remove the export volume to unfreeze the volume", "export", ctrl, "error", err)
 			continue
 		}
-		d.exports[ctrl] = oe
+		d.setOpenExport(ctrl, oe)
 		d.log.Info("serving export again", "export", ctrl, "volume", v.Export.Volume)
 	}
 }

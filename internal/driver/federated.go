@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -28,6 +29,7 @@ type federation struct {
 	bulk   *peer.Client // the background copy, HTTP/1.1
 	cop    *copier.Copier
 	cancel context.CancelFunc
+	log    *slog.Logger
 	// lower is the FUSE view of the source tree, mounted while a
 	// mountpoint or an export view uses it.
 	lower *lazyfs.FS
@@ -42,6 +44,8 @@ func permanent(err error) bool {
 
 // createFederated makes a volume whose content comes from another host's
 // export: the manifest now, the files on demand and in the background.
+// Called with the volume's lock held; fetching the manifest may take
+// minutes when the source is slow or silent, and only this volume waits.
 func (d *Driver) createFederated(name string, opts map[string]string) (retErr error) {
 	t, err := peer.ParseTicket(opts["from"])
 	if err != nil {
@@ -98,15 +102,16 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 		Federation: &state.FederationRecord{Ticket: opts["from"], Source: t.Addr, FilesTotal: files, BytesTotal: byteCount,
 			StartedAt: time.Now().UTC()},
 	}
-	if err := d.startFederation(name, m, client); err != nil {
+	f, err := d.startFederation(name, m, client)
+	if err != nil {
 		return err
 	}
 	if err := d.store.Save(v); err != nil {
-		d.feds[name].stop()
-		delete(d.feds, name)
+		d.setFed(name, nil)
+		f.stop()
 		return err
 	}
-	d.vols[name] = v
+	d.setVolume(v)
 	d.log.Info("created federated volume", "volume", name, "source", t.Addr, "files", files, "bytes", byteCount)
 	return nil
 }
@@ -114,22 +119,23 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 // startFederation opens the replica and starts the background copy.
 // Bulk transfers go over HTTP/1.1, which Go serves at about half the CPU
 // per byte of its HTTP/2 (measured in internal/peer's benchmarks); reads
-// use HTTP/2, many small requests over one connection.
-func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer.Client) error {
+// use HTTP/2, many small requests over one connection. Called with the
+// volume's lock held.
+func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer.Client) (*federation, error) {
 	rep, err := replica.Open(d.store.Dir(name), m)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	bulk, err := peer.NewClient(client.Ticket(), peer.ClientOptions{RetryMax: 3, Logger: d.log, ForceHTTP1: true})
 	if err != nil {
 		rep.Close()
-		return err
+		return nil, err
 	}
 	log := d.log.With("volume", name)
 	cop := copier.New(rep, bulk, copier.Options{Demand: client, Permanent: permanent}, log)
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &federation{name: name, m: m, rep: rep, client: client, bulk: bulk, cop: cop, cancel: cancel}
-	d.feds[name] = f
+	f := &federation{name: name, m: m, rep: rep, client: client, bulk: bulk, cop: cop, cancel: cancel, log: log}
+	d.setFed(name, f)
 	go func() {
 		if err := cop.Run(ctx); err != nil {
 			if ctx.Err() == nil {
@@ -137,20 +143,23 @@ func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer
 			}
 			return
 		}
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.feds[name] == f {
+		<-d.started
+		unlock := d.locks.lock(name)
+		defer unlock()
+		if d.fed(name) == f {
 			d.copyComplete(name)
 		}
 	}()
-	return nil
+	return f, nil
 }
 
 func (f *federation) stop() {
 	f.cancel()
 	f.cop.Close()
 	if f.lower != nil {
-		f.lower.Unmount()
+		if err := f.lower.Unmount(); err != nil {
+			f.log.Error("unmounting the view of the source", "error", err)
+		}
 		f.lower = nil
 	}
 	f.client.Close()
@@ -159,9 +168,9 @@ func (f *federation) stop() {
 }
 
 // copyComplete records that every file is local and settles the volume
-// if nothing uses it. Called with d.mu held.
+// if nothing uses it. Called with the volume's lock held.
 func (d *Driver) copyComplete(name string) {
-	v := d.vols[name]
+	v := d.volume(name)
 	if v == nil || v.Federation == nil || !v.Federation.CompletedAt.IsZero() {
 		return
 	}
@@ -171,19 +180,21 @@ func (d *Driver) copyComplete(name string) {
 		d.log.Error("recording the copy's completion", "volume", name, "error", err)
 		return
 	}
-	d.vols[name] = nv
+	d.setVolume(nv)
 	if err := d.settleIfReady(name); err != nil {
 		d.log.Error("settling", "volume", name, "error", err)
 	}
 }
 
 // federatedLower returns the lower layer for a federated volume's
-// overlay: the replica itself once complete, else the FUSE view.
+// overlay: the replica itself once complete, else the FUSE view. Called
+// with the volume's lock held, which guards the federation's lower and
+// view.
 func (d *Driver) federatedLower(name string) (string, error) {
-	if !d.vols[name].Federation.CompletedAt.IsZero() {
+	if !d.volume(name).Federation.CompletedAt.IsZero() {
 		return d.store.DataDir(name), nil
 	}
-	f := d.feds[name]
+	f := d.fed(name)
 	if f == nil {
 		return "", fmt.Errorf("volume %q: its copy is not running; see the plugin's log", name)
 	}
@@ -207,8 +218,10 @@ func (d *Driver) attachFederated(name, mp string) error {
 		return err
 	}
 	if err := d.mnt.Overlay(lower, d.store.UpperDir(name), d.store.WorkDir(name), mp); err != nil {
-		if f := d.feds[name]; f != nil {
-			f.releaseLower(d)
+		if f := d.fed(name); f != nil {
+			if rerr := f.releaseLower(d); rerr != nil {
+				d.log.Error("releasing the view of the source", "volume", name, "error", rerr)
+			}
 		}
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
@@ -231,10 +244,11 @@ func (f *federation) releaseLower(d *Driver) error {
 
 // settleIfReady turns a federated volume whose copy is complete into a
 // plain local volume, merging what containers wrote into the replica. It
-// waits for a moment when nothing uses the volume. Called with d.mu held.
+// waits for a moment when nothing uses the volume. Called with the
+// volume's lock held: merging walks the whole upper layer.
 func (d *Driver) settleIfReady(name string) error {
-	v := d.vols[name]
-	if v == nil || v.Kind != state.KindFederated || len(v.Mounts) > 0 || d.exportOf(name) != "" {
+	v := d.volume(name)
+	if v == nil || v.Kind != state.KindFederated || len(v.Mounts) > 0 || d.frozenBy(name) != nil {
 		return nil
 	}
 	fr := v.Federation
@@ -244,16 +258,16 @@ func (d *Driver) settleIfReady(name string) error {
 	if n, err := d.mnt.Mounts(d.mountpoint(name)); err != nil || n > 0 {
 		return err
 	}
-	if f := d.feds[name]; f != nil {
+	if f := d.fed(name); f != nil {
+		d.setFed(name, nil)
 		f.stop()
-		delete(d.feds, name)
 	}
 	nv := v.Clone()
 	nv.Federation.Settling = true
 	if err := d.store.Save(nv); err != nil {
 		return err
 	}
-	d.vols[name] = nv
+	d.setVolume(nv)
 	if err := replica.Settle(d.store.DataDir(name), d.store.UpperDir(name), d.store.WorkDir(name)); err != nil {
 		return fmt.Errorf("volume %q: settling: %w", name, err)
 	}
@@ -269,15 +283,16 @@ func (d *Driver) settleIfReady(name string) error {
 	if err := d.store.Save(nv); err != nil {
 		return err
 	}
-	d.vols[name] = nv
+	d.setVolume(nv)
 	d.log.Info("the copy is complete and the volume is local now", "volume", name)
 	return nil
 }
 
 // resume restarts unfinished copies and settles, then serves the open
-// exports again. Called with d.mu held, before the socket is served.
+// exports again. Called from New.
 func (d *Driver) resume() error {
-	for name, v := range d.vols {
+	for _, name := range d.names() {
+		v := d.volume(name)
 		if v.Kind != state.KindFederated {
 			continue
 		}
@@ -320,11 +335,12 @@ func (d *Driver) resumeFederation(name string, v *state.Volume) error {
 		client.Close()
 		return fmt.Errorf("reading the saved manifest: %w", err)
 	}
-	if err := d.startFederation(name, m, client); err != nil {
+	f, err := d.startFederation(name, m, client)
+	if err != nil {
 		client.Close()
 		return err
 	}
-	files, bytes := d.feds[name].rep.Progress()
+	files, bytes := f.rep.Progress()
 	d.log.Info("resuming the copy", "volume", name, "files_copied", files, "bytes_copied", bytes)
 	return nil
 }

@@ -9,33 +9,39 @@ import (
 
 	"github.com/cargo-migrate/cargo/internal/manifest"
 	"github.com/cargo-migrate/cargo/internal/version"
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
 
-// HostInfoName is a reserved volume name: `docker volume inspect
-// cargo.host` shows this host's cargo facts (free space for volumes, the
-// peer address) without touching any volume. The migration tool reads it
-// to check the target before a move. It is never listed, created or
-// mounted.
-const HostInfoName = "cargo.host"
-
+// hostInfo is the reserved volume volstatus.HostInfo: `docker volume
+// inspect cargo.host` shows this host's cargo facts (free space for
+// volumes, the peer address) without touching any volume. The migration
+// tool reads it to check the target before a move. It is never listed,
+// created or mounted.
 func (d *Driver) hostInfo() *volume.Volume {
-	st := map[string]any{
-		"version":     version.Version,
-		"advertise":   d.cfg.Advertise,
-		"fingerprint": d.cfg.Fingerprint,
-	}
 	var fs unix.Statfs_t
-	if err := unix.Statfs(d.store.Root(), &fs); err == nil {
-		st["free_bytes"] = int64(fs.Bavail) * int64(fs.Bsize)
-		st["total_bytes"] = int64(fs.Blocks) * int64(fs.Bsize)
-	} else {
-		st["error"] = fmt.Sprintf("measuring free space: %v", err)
+	err := unix.Statfs(d.store.Root(), &fs)
+	return &volume.Volume{Name: volstatus.HostInfo, Status: d.hostStatus(&fs, err).Map()}
+}
+
+// hostStatus is the host's facts, with the free space from a statfs of
+// the state directory (or the error that statfs gave).
+func (d *Driver) hostStatus(fs *unix.Statfs_t, statErr error) volstatus.Host {
+	h := volstatus.Host{
+		Version:     version.Version,
+		Advertise:   d.cfg.Advertise,
+		Fingerprint: d.cfg.Fingerprint,
 	}
-	return &volume.Volume{Name: HostInfoName, Status: st}
+	if statErr != nil {
+		h.Error = fmt.Sprintf("measuring free space: %v", statErr)
+		return h
+	}
+	h.FreeBytes = int64(fs.Bavail) * int64(fs.Bsize)
+	h.TotalBytes = int64(fs.Blocks) * int64(fs.Bsize)
+	return h
 }
 
 func errReserved() error {
-	return fmt.Errorf("volume name %q is reserved: `docker volume inspect %s` shows this host's cargo facts", HostInfoName, HostInfoName)
+	return fmt.Errorf("volume name %q is reserved: `docker volume inspect %s` shows this host's cargo facts", volstatus.HostInfo, volstatus.HostInfo)
 }
 
 // roomFor refuses a federated volume whose copy cannot fit: better now,
