@@ -2,18 +2,14 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/command/formatter"
-	"github.com/docker/cli/templates"
 	"github.com/spf13/cobra"
 
-	"github.com/cargo-migrate/cargo/internal/dockerctx"
 	"github.com/cargo-migrate/cargo/internal/migrate"
 )
 
@@ -24,48 +20,35 @@ type checkOptions struct {
 	format         string
 }
 
-func newCheckCmd(dockerCli command.Cli) *cobra.Command {
+func newCheckCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts checkOptions
 	cmd := &cobra.Command{
 		Use:   "check CONTAINER --to CONTEXT",
 		Short: "Check that a container can move to another Docker context, changing nothing",
 		Args:  cli.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runCheck(cmd.Context(), dockerCli, args[0], opts)
+			return runCheck(cmd.Context(), dockerCli, svc, args[0], opts)
 		},
 	}
 	flags := cmd.Flags()
 	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to (required)")
 	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Accept that bind mounts stay behind")
 	flags.BoolVar(&opts.force, "force", false, "Report the checks that can safely be skipped as skipped")
-	flags.StringVarP(&opts.format, "format", "f", "", "Format output: 'json', or a Go template")
+	flags.StringVarP(&opts.format, "format", "f", "", formatHelp)
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
 }
 
-// endpoints resolves the source (the current context) and the target.
-func endpoints(dockerCli command.Cli, to string) (src, dst migrate.Endpoint, err error) {
-	src = migrate.Endpoint{Context: dockerCli.CurrentContext(), API: dockerCli.Client()}
-	if to == src.Context {
-		return src, dst, fmt.Errorf("--to %s is the current context: choose another one (see `docker context ls`)", to)
-	}
-	api, err := dockerctx.Client(dockerCli, to)
-	if err != nil {
-		return src, dst, err
-	}
-	return src, migrate.Endpoint{Context: to, API: api}, nil
-}
-
-func runCheck(ctx context.Context, dockerCli command.Cli, name string, opts checkOptions) error {
-	src, dst, err := endpoints(dockerCli, opts.to)
+func runCheck(ctx context.Context, dockerCli command.Cli, svc migrate.Service, name string, opts checkOptions) error {
+	format, err := parseFormat(opts.format)
 	if err != nil {
 		return err
 	}
-	r, err := migrate.CheckMove(ctx, src.Side(), dst.Side(), name, migrate.Options{SkipBindMounts: opts.skipBindMounts, Force: opts.force})
+	r, err := svc.Check(ctx, name, migrate.CheckOptions{To: opts.to, SkipBindMounts: opts.skipBindMounts, Force: opts.force})
 	if err != nil {
 		return err
 	}
-	if err := printReport(dockerCli.Out(), r, opts.format); err != nil {
+	if err := printItem(dockerCli.Out(), format, r, printReport); err != nil {
 		return err
 	}
 	if failed := r.Failed(); len(failed) > 0 {
@@ -74,23 +57,9 @@ func runCheck(ctx context.Context, dockerCli command.Cli, name string, opts chec
 	return nil
 }
 
-func printReport(w io.Writer, r *migrate.Report, format string) error {
-	switch format {
-	case "":
-	case formatter.JSONFormatKey:
-		enc := json.NewEncoder(w)
-		return enc.Encode(r)
-	default:
-		tmpl, err := templates.Parse(format)
-		if err != nil {
-			return fmt.Errorf("template parsing error: %w", err)
-		}
-		if err := tmpl.Execute(w, r); err != nil {
-			return err
-		}
-		_, err = fmt.Fprintln(w)
-		return err
-	}
+// printReport is the table of the checks and of what happens to each
+// mount.
+func printReport(w io.Writer, r *migrate.Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintf(tw, "CHECK\tRESULT\tDETAIL\n")
 	for _, c := range r.Checks {

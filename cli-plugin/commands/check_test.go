@@ -43,7 +43,7 @@ func TestPrintReportGolden(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
-			if err := printReport(&b, tt.r, tt.format); err != nil {
+			if err := printItem(&b, mustFormat(t, tt.format), tt.r, printReport); err != nil {
 				t.Fatal(err)
 			}
 			golden(t, tt.name, b.Bytes())
@@ -53,7 +53,7 @@ func TestPrintReportGolden(t *testing.T) {
 
 func TestPrintReportJSON(t *testing.T) {
 	var b bytes.Buffer
-	if err := printReport(&b, checkReport(), "json"); err != nil {
+	if err := printItem(&b, mustFormat(t, "json"), checkReport(), printReport); err != nil {
 		t.Fatal(err)
 	}
 	var back migrate.Report

@@ -2,19 +2,16 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/command/formatter"
-	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
-	"github.com/cargo-migrate/cargo/internal/dockerctx"
 	"github.com/cargo-migrate/cargo/internal/migrate"
 )
 
@@ -23,7 +20,7 @@ type failoverOptions struct {
 	format             string
 }
 
-func newFailoverCmd(dockerCli command.Cli) *cobra.Command {
+func newFailoverCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts failoverOptions
 	cmd := &cobra.Command{
 		Use:   "failover CONTAINER",
@@ -38,46 +35,49 @@ its volumes are removed too. Afterwards the container runs on without the
 source host, even if that host is gone for good.`,
 		Args: cli.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runFailover(cmd.Context(), dockerCli, args[0], opts)
+			return runFailover(cmd.Context(), dockerCli, svc, args[0], opts)
 		},
 	}
 	flags := cmd.Flags()
 	flags.BoolVarP(&opts.wait, "wait", "w", false, "Wait for the copy to complete, showing its progress")
 	flags.BoolVar(&opts.removeSource, "remove-source", false, "Remove the stopped source container and its volumes")
-	flags.StringVarP(&opts.format, "format", "f", "", "Format the result: 'json'")
+	flags.StringVarP(&opts.format, "format", "f", "", resultFormatHelp)
 	return cmd
 }
 
-func runFailover(ctx context.Context, dockerCli command.Cli, name string, opts failoverOptions) error {
-	if opts.format != "" && opts.format != formatter.JSONFormatKey {
-		return fmt.Errorf("--format takes json")
+func runFailover(ctx context.Context, dockerCli command.Cli, svc migrate.Service, name string, opts failoverOptions) error {
+	format, err := parseFormat(opts.format)
+	if err != nil {
+		return err
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	resolve := func(name string) (client.APIClient, error) { return dockerctx.Client(dockerCli, name) }
 	out := dockerCli.Out()
+	fo := migrate.FailoverOptions{Wait: opts.wait, RemoveSource: opts.removeSource}
 	var w watcher
-	var waiting func([]migrate.VolumeStatus)
-	if opts.wait && opts.format == "" {
-		w = &plainWatch{w: out, last: map[string]string{}}
-		if out.IsTerminal() {
-			w = &ttyWatch{out: out}
-		}
-		waiting = w.draw
+	// The wait's progress would mix with a formatted result.
+	if opts.wait && format.isTable() {
+		w = newWatcher(out)
+		fo.Waiting = w.draw
 	}
-	res, err := migrate.Failover(ctx, dockerCli.Client(), resolve, name, migrate.FailoverOptions{Wait: opts.wait, RemoveSource: opts.removeSource}, waiting)
+	res, err := svc.Failover(ctx, name, fo)
 	if w != nil {
 		w.end()
 	}
 	if err != nil {
 		return err
 	}
-	if opts.format == formatter.JSONFormatKey {
-		return json.NewEncoder(out).Encode(res)
+	if format.isTable() {
+		// A formatted result carries them.
+		for _, warn := range res.Warnings {
+			fmt.Fprintln(dockerCli.Err(), "warning:", warn)
+		}
 	}
-	for _, warn := range res.Warnings {
-		fmt.Fprintln(dockerCli.Err(), "warning:", warn)
-	}
+	return printItem(out, format, res, printFailoverResult)
+}
+
+// printFailoverResult tells what the failover did.
+func printFailoverResult(out io.Writer, res *migrate.FailoverResult) error {
 	if res.Restarted {
 		fmt.Fprintf(out, "Restarted %s: its volumes are local now.\n", res.Container)
 	}

@@ -4,89 +4,50 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"slices"
-	"sync"
 	"text/tabwriter"
-	"time"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
-	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
-	"github.com/cargo-migrate/cargo/internal/dockerctx"
 	"github.com/cargo-migrate/cargo/internal/migrate"
 )
 
-// lsTimeout bounds each host: an unreachable one (an ssh context to a
-// machine that is down) must not hold up the others' listing.
-const lsTimeout = 10 * time.Second
+type lsOptions struct {
+	format string
+}
 
-func newLsCmd(dockerCli command.Cli) *cobra.Command {
-	var format string
+func newLsCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
+	var opts lsOptions
 	cmd := &cobra.Command{
 		Use:     "ls [OPTIONS]",
 		Aliases: []string{"list"},
 		Short:   "List the containers of every docker context and where they moved",
 		Args:    cli.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return runLs(cmd.Context(), dockerCli, format)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runLs(cmd.Context(), dockerCli, svc, opts)
 		},
 	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Format output: 'table', 'json', or a Go template applied to each row")
+	cmd.Flags().StringVarP(&opts.format, "format", "f", "", listFormatHelp)
 	return cmd
 }
 
-func runLs(ctx context.Context, dockerCli command.Cli, format string) error {
+func runLs(ctx context.Context, dockerCli command.Cli, svc migrate.Service, opts lsOptions) error {
 	// A bad template is refused before any host is asked.
-	if _, err := rowTemplate(format); err != nil {
+	format, err := parseFormat(opts.format)
+	if err != nil {
 		return err
 	}
-	metas, err := dockerCli.ContextStore().List()
+	rows, err := svc.Ls(ctx, migrate.LsOptions{})
 	if err != nil {
-		return fmt.Errorf("listing docker contexts: %w", err)
+		return err
 	}
-	current := dockerCli.CurrentContext()
-	names := []string{}
-	for _, m := range metas {
-		names = append(names, m.Name)
-	}
-	// Like `docker context ls`: the current context is listed even when
-	// the store lacks it (it then shows as unreachable).
-	if !slices.Contains(names, current) {
-		names = append(names, current)
-	}
-	var (
-		mu     sync.Mutex
-		opened []client.APIClient
-	)
-	hosts := make([]migrate.Host, 0, len(names))
-	for _, n := range names {
-		hosts = append(hosts, migrate.Host{Context: n, Current: n == current, Connect: func() (migrate.Lister, error) {
-			api, err := dockerctx.Client(dockerCli, n)
-			if err != nil {
-				return nil, err
-			}
-			// The CLI's own client is the CLI's to close.
-			if n != current {
-				mu.Lock()
-				opened = append(opened, api)
-				mu.Unlock()
-			}
-			return api, nil
-		}})
-	}
-	rows := migrate.ListHosts(ctx, hosts, lsTimeout)
-	for _, api := range opened {
-		_ = api.Close()
-	}
-	return printContainers(dockerCli.Out(), rows, format)
+	return printItems(dockerCli.Out(), format, rows, printContainers)
 }
 
-func printContainers(w io.Writer, rows []migrate.ContainerRow, format string) error {
-	if done, err := printRows(w, rows, format); done {
-		return err
-	}
+// printContainers is the table of ls: a row per container, the current
+// context marked with a *.
+func printContainers(w io.Writer, rows []migrate.ContainerRow) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(tw, "CONTEXT\tCONTAINER\tIMAGE\tSTATUS\tMIGRATION\tDETAIL")
 	for _, r := range rows {

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"bytes"
-	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -38,7 +37,7 @@ func TestPrintContainersGolden(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
-			if err := printContainers(&b, tt.rows, tt.format); err != nil {
+			if err := printItems(&b, mustFormat(t, tt.format), tt.rows, printContainers); err != nil {
 				t.Fatal(err)
 			}
 			golden(t, tt.name, b.Bytes())
@@ -49,16 +48,11 @@ func TestPrintContainersGolden(t *testing.T) {
 func TestPrintContainersJSON(t *testing.T) {
 	for _, rows := range [][]migrate.ContainerRow{nil, lsRows()} {
 		var b bytes.Buffer
-		if err := printContainers(&b, rows, "json"); err != nil {
+		if err := printItems(&b, mustFormat(t, "json"), rows, printContainers); err != nil {
 			t.Fatal(err)
 		}
-		var back []migrate.ContainerRow
-		if err := json.Unmarshal(b.Bytes(), &back); err != nil {
-			t.Fatalf("%v: %s", err, b.Bytes())
-		}
-		if back == nil {
-			t.Fatalf("null rather than []: %s", b.Bytes())
-		}
+		// An object per line, as `docker ps --format json`: none for no rows.
+		back := jsonLines[migrate.ContainerRow](t, b.Bytes())
 		if !slices.Equal(back, rows) {
 			t.Fatalf("got back  %+v\nwant %+v", back, rows)
 		}
@@ -71,12 +65,12 @@ func TestPrintContainersJSON(t *testing.T) {
 
 func TestPrintContainersJSONFields(t *testing.T) {
 	var b bytes.Buffer
-	if err := printContainers(&b, lsRows()[2:3], "json"); err != nil {
+	if err := printItems(&b, mustFormat(t, "json"), lsRows()[2:3], printContainers); err != nil {
 		t.Fatal(err)
 	}
-	var back []map[string]any
-	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
-		t.Fatal(err)
+	back := jsonLines[map[string]any](t, b.Bytes())
+	if len(back) != 1 {
+		t.Fatalf("%d objects: %s", len(back), b.Bytes())
 	}
 	var keys []string
 	for k := range back[0] {
@@ -90,13 +84,10 @@ func TestPrintContainersJSONFields(t *testing.T) {
 }
 
 func TestPrintContainersBadFormat(t *testing.T) {
-	var b bytes.Buffer
-	err := printContainers(&b, lsRows(), "{{.Nope")
+	// runLs parses the format before it asks any host, or prints anything.
+	_, err := parseFormat("{{.Nope")
 	if err == nil || !strings.Contains(err.Error(), "template parsing error") {
 		t.Fatalf("err = %v", err)
-	}
-	if b.Len() != 0 {
-		t.Errorf("printed %q before failing", b.String())
 	}
 }
 

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os/signal"
@@ -10,7 +9,7 @@ import (
 	"time"
 
 	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/command/formatter"
+	"github.com/spf13/cobra"
 
 	"github.com/cargo-migrate/cargo/internal/migrate"
 )
@@ -18,28 +17,62 @@ import (
 type moveOptions struct {
 	to             string
 	skipBindMounts bool
+	force          bool
 	format         string
 	progress       string
 	hooks          migrate.Hooks
-	force          bool
 }
 
-// runMove is `docker migrate CONTAINER --to CONTEXT`.
-func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveOptions) error {
+// newMoveCommand is `docker migrate CONTAINER --to CONTEXT`. It is the
+// root command, so its Use is the plugin's name, which the docker CLI
+// dispatches on.
+func newMoveCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
+	var opts moveOptions
+	cmd := &cobra.Command{
+		Use:   "migrate [CONTAINER --to CONTEXT]",
+		Short: "Move containers between Docker hosts with lazily copied volumes",
+		Long: `Move containers between Docker hosts (docker contexts).
+
+A moved container runs on the target at once; its cargo volumes are
+federated there and copied in the background from the source host.
+"docker migrate check CONTAINER --to CONTEXT" tells whether a container can
+move, changing nothing.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return runMove(cmd.Context(), dockerCli, svc, args[0], opts)
+		},
+	}
+	flags := cmd.Flags()
+	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to")
+	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Start the container on the target without its bind mounts")
+	flags.BoolVar(&opts.force, "force", false, "Go on past the checks that can safely be skipped (free ports and disk, local volumes shared)")
+	flags.StringVarP(&opts.format, "format", "f", "", resultFormatHelp)
+	flags.StringVar(&opts.progress, "progress", "auto", "Set type of progress output: 'auto', 'plain', 'tty', 'quiet' or 'json'")
+	flags.StringVar(&opts.hooks.PreRestore, "hook-pre-restore", "", "Shell command run before the container is created on the target; its failure rolls the move back")
+	flags.StringVar(&opts.hooks.PostRestore, "hook-post-restore", "", "Shell command run after the container started on the target; its failure is a warning")
+	flags.StringVar(&opts.hooks.FailedRestore, "hook-failed-restore", "", "Shell command run when the move is rolled back")
+	return cmd
+}
+
+func runMove(ctx context.Context, dockerCli command.Cli, svc migrate.Service, name string, opts moveOptions) error {
 	if opts.to == "" {
 		return fmt.Errorf(`required flag "to" not set: docker migrate %s --to CONTEXT`, name)
 	}
-	if opts.format != "" && opts.format != formatter.JSONFormatKey {
-		return fmt.Errorf("--format takes json")
+	format, err := parseFormat(opts.format)
+	if err != nil {
+		return err
 	}
 	mode, err := resolveProgress(opts.progress, dockerCli.Out().IsTerminal())
 	if err != nil {
 		return err
 	}
-	// The progress goes to stdout, unless it would mix with the JSON
+	// The progress goes to stdout, unless it would mix with a formatted
 	// result there: then only --progress json shows, on stderr.
 	var progressOut io.Writer = dockerCli.Out()
-	if opts.format == formatter.JSONFormatKey {
+	if !format.isTable() {
 		progressOut = dockerCli.Err()
 		if mode != progressJSON {
 			mode = progressQuiet
@@ -49,10 +82,6 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 		// Where notices, warnings among them, still go.
 		progressOut = dockerCli.Err()
 	}
-	src, dst, err := endpoints(dockerCli, opts.to)
-	if err != nil {
-		return err
-	}
 	// Ctrl-C rolls the move back rather than leaving it half done.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -60,21 +89,28 @@ func runMove(ctx context.Context, dockerCli command.Cli, name string, opts moveO
 	if err != nil {
 		return err
 	}
-	res, err := migrate.Move(ctx, src, dst, name, migrate.Options{SkipBindMounts: opts.skipBindMounts, Force: opts.force,
-		Hooks: opts.hooks, HookOutput: progress}, progress)
+	res, err := svc.Move(ctx, name, migrate.MoveOptions{
+		CheckOptions: migrate.CheckOptions{To: opts.to, SkipBindMounts: opts.skipBindMounts, Force: opts.force},
+		Hooks:        opts.hooks, HookOutput: progress, Progress: progress,
+	})
 	// A live display ends before anything else is printed, the error too.
 	progress.Close()
 	if err != nil {
 		return err
 	}
-	out := dockerCli.Out()
 	for _, w := range res.Warnings {
 		fmt.Fprintln(dockerCli.Err(), "warning:", w)
 	}
 	// With --progress json, stdout is JSON lines: the result is the last.
-	if opts.format == formatter.JSONFormatKey || mode == progressJSON {
-		return json.NewEncoder(out).Encode(res)
+	if mode == progressJSON && format.isTable() {
+		format = outputFormat{json: true}
 	}
+	return printItem(dockerCli.Out(), format, res, printMoveResult)
+}
+
+// printMoveResult tells where the container runs now and how its volumes
+// follow.
+func printMoveResult(out io.Writer, res *migrate.Result) error {
 	if res.Running {
 		fmt.Fprintf(out, "%s runs on %s; downtime %s.\n", res.Container, res.Target, res.Downtime.Round(time.Millisecond))
 	} else {

@@ -2,7 +2,6 @@ package commands
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/cargo-migrate/cargo/internal/migrate"
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
 
 // update rewrites the golden files: go test ./cli-plugin/commands -update
@@ -71,7 +71,7 @@ func TestPrintStatusesGolden(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b bytes.Buffer
-			if err := printStatusesAt(&b, tt.rows, tt.format, statusNow); err != nil {
+			if err := printStatuses(&b, mustFormat(t, tt.format), tt.rows, statusNow); err != nil {
 				t.Fatal(err)
 			}
 			golden(t, tt.name, b.Bytes())
@@ -82,14 +82,11 @@ func TestPrintStatusesGolden(t *testing.T) {
 func TestPrintStatusesJSON(t *testing.T) {
 	for _, rows := range [][]migrate.VolumeStatus{nil, statusRows()} {
 		var b bytes.Buffer
-		if err := printStatusesAt(&b, rows, "json", statusNow); err != nil {
+		if err := printStatuses(&b, mustFormat(t, "json"), rows, statusNow); err != nil {
 			t.Fatal(err)
 		}
-		var back []migrate.VolumeStatus
-		if err := json.Unmarshal(b.Bytes(), &back); err != nil {
-			t.Fatalf("%v: %s", err, b.Bytes())
-		}
-		if back == nil || len(back) != len(rows) {
+		back := jsonLines[migrate.VolumeStatus](t, b.Bytes())
+		if len(back) != len(rows) {
 			t.Fatalf("%d rows back from %s", len(back), b.Bytes())
 		}
 		for i := range rows {
@@ -207,7 +204,7 @@ func TestRedraw(t *testing.T) {
 }
 
 func TestPlainWatch(t *testing.T) {
-	vs := func(state string, copied int64) []migrate.VolumeStatus {
+	vs := func(state volstatus.State, copied int64) []migrate.VolumeStatus {
 		return []migrate.VolumeStatus{{Container: "web", Volume: "data", State: state, BytesCopied: copied, BytesTotal: 1000, Rate: 1024, ETA: "1s"}}
 	}
 	p := plainWatch{last: map[string]string{}}
@@ -234,15 +231,15 @@ func TestPlainWatch(t *testing.T) {
 func TestWatchEnd(t *testing.T) {
 	tests := []struct {
 		name    string
-		states  []string
+		states  []volstatus.State
 		copying bool
 		err     string
 	}{
 		{"none", nil, false, ""},
-		{"copying", []string{"complete", "copying"}, true, ""},
-		{"stalled", []string{"stalled"}, true, ""},
-		{"complete", []string{"complete", "complete"}, false, ""},
-		{"failed", []string{"complete", "failed"}, false, "the copy failed for volume v1 of web: disk full"},
+		{"copying", []volstatus.State{"complete", "copying"}, true, ""},
+		{"stalled", []volstatus.State{"stalled"}, true, ""},
+		{"complete", []volstatus.State{"complete", "complete"}, false, ""},
+		{"failed", []volstatus.State{"complete", "failed"}, false, "the copy failed for volume v1 of web: disk full"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -264,7 +261,7 @@ func TestWatchEnd(t *testing.T) {
 func TestWatchRefusesFormats(t *testing.T) {
 	for _, f := range []string{"json", "{{.State}}"} {
 		// The format is refused before the engine is asked: no client needed.
-		err := runStatusWatch(t.Context(), nil, nil, f)
+		err := runStatus(t.Context(), nil, nil, statusOptions{watch: true, format: f})
 		if err == nil || !strings.Contains(err.Error(), "--watch") {
 			t.Errorf("--watch --format %s: %v", f, err)
 		}

@@ -2,16 +2,21 @@ package commands
 
 import (
 	"fmt"
+	"io"
 	"runtime"
+	"text/template"
 
 	"github.com/docker/cli/cli"
 	"github.com/docker/cli/cli/command"
-	"github.com/docker/cli/cli/command/formatter"
 	"github.com/docker/cli/templates"
 	"github.com/spf13/cobra"
 
 	"github.com/cargo-migrate/cargo/internal/version"
 )
+
+type versionOptions struct {
+	format string
+}
 
 type versionInfo struct {
 	Version   string
@@ -21,40 +26,40 @@ type versionInfo struct {
 	Arch      string
 }
 
-const defaultVersionFormat = `docker-migrate {{.Version}} ({{.Revision}}, {{.GoVersion}}, {{.OS}}/{{.Arch}})`
+// versionLine is the version's table: one line.
+var versionLine = template.Must(templates.Parse(`docker-migrate {{.Version}} ({{.Revision}}, {{.GoVersion}}, {{.OS}}/{{.Arch}})`))
 
-func newVersionCmd(dockerCli command.Cli) *cobra.Command {
-	var format string
+func newVersionCommand(dockerCli command.Cli) *cobra.Command {
+	var opts versionOptions
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Show the docker-migrate version",
 		Args:  cli.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			info := versionInfo{
-				Version:   version.Version,
-				Revision:  version.Revision,
-				GoVersion: runtime.Version(),
-				OS:        runtime.GOOS,
-				Arch:      runtime.GOARCH,
-			}
-			f := format
-			switch f {
-			case "":
-				f = defaultVersionFormat
-			case formatter.JSONFormatKey:
-				f = formatter.JSONFormat
-			}
-			tmpl, err := templates.Parse(f)
-			if err != nil {
-				return fmt.Errorf("template parsing error: %w", err)
-			}
-			if err := tmpl.Execute(dockerCli.Out(), info); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(dockerCli.Out())
-			return err
+		RunE: func(*cobra.Command, []string) error {
+			return runVersion(dockerCli, opts)
 		},
 	}
-	cmd.Flags().StringVarP(&format, "format", "f", "", "Format output using a custom template:\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template")
+	cmd.Flags().StringVarP(&opts.format, "format", "f", "", "Format output using a custom template:\n'json': Print in JSON format\n'TEMPLATE': Print output using the given Go template")
 	return cmd
+}
+
+func runVersion(dockerCli command.Cli, opts versionOptions) error {
+	format, err := parseFormat(opts.format)
+	if err != nil {
+		return err
+	}
+	info := versionInfo{
+		Version:   version.Version,
+		Revision:  version.Revision,
+		GoVersion: runtime.Version(),
+		OS:        runtime.GOOS,
+		Arch:      runtime.GOARCH,
+	}
+	return printItem(dockerCli.Out(), format, info, func(w io.Writer, info versionInfo) error {
+		if err := versionLine.Execute(w, info); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintln(w)
+		return err
+	})
 }

@@ -1,12 +1,11 @@
-// Package migrate moves a container between two engines. This file holds
-// the check phase: everything that must hold before the source container
-// is touched, reported check by check.
 package migrate
+
+// The check phase: everything that must hold before the source container
+// is touched, reported check by check.
 
 import (
 	"context"
 	"fmt"
-	"io"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -14,38 +13,9 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
+
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
-
-// Engine is what the checks ask of an engine.
-type Engine interface {
-	Ping(ctx context.Context, options client.PingOptions) (client.PingResult, error)
-	Info(ctx context.Context, options client.InfoOptions) (client.SystemInfoResult, error)
-	PluginList(ctx context.Context, options client.PluginListOptions) (client.PluginListResult, error)
-	ContainerInspect(ctx context.Context, container string, options client.ContainerInspectOptions) (client.ContainerInspectResult, error)
-	ImageInspect(ctx context.Context, image string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error)
-	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
-	NetworkInspect(ctx context.Context, network string, options client.NetworkInspectOptions) (client.NetworkInspectResult, error)
-	VolumeInspect(ctx context.Context, volumeID string, options client.VolumeInspectOptions) (client.VolumeInspectResult, error)
-}
-
-// Side names one engine for messages: its docker context.
-type Side struct {
-	Context string
-	Engine  Engine
-}
-
-// Options change what the checks accept.
-type Options struct {
-	// SkipBindMounts lets the container move without its bind mounts.
-	SkipBindMounts bool
-	// Force lets the move go on past the checks whose failure leaves
-	// nothing at risk: the move then either works or rolls back.
-	Force bool
-	// Hooks run around the restore on the target; their output goes to
-	// HookOutput (discarded when nil).
-	Hooks      Hooks
-	HookOutput io.Writer
-}
 
 // Check is one check's outcome.
 type Check struct {
@@ -75,11 +45,24 @@ type MountPlan struct {
 	// Anonymous is set for a volume without a name of its own (`-v /dir`
 	// or an image's VOLUME); it keeps its generated name on the target.
 	Anonymous bool `json:"anonymous,omitempty"`
-	// Action is "federate" (a volume copied lazily into a federated cargo
-	// volume), "recreate"
-	// (tmpfs, empty on the target) or "skip" (a bind mount left behind).
+	// Action is what the move does with the mount: ActionFederate,
+	// ActionRecreate or ActionSkip.
 	Action string `json:"action"`
 }
+
+// What a move does with a mount.
+const (
+	// ActionFederate: a volume copied lazily into a federated cargo
+	// volume of the same name on the target.
+	ActionFederate = "federate"
+	// ActionRecreate: a tmpfs, empty on the target.
+	ActionRecreate = "recreate"
+	// ActionSkip: a bind mount left behind (--skip-bind-mounts).
+	ActionSkip = "skip"
+)
+
+// localDriver is the engine's own volume driver.
+const localDriver = "local"
 
 // Report is the check phase's result.
 type Report struct {
@@ -126,17 +109,46 @@ func (r *Report) add(name string, err error, okDetail string) bool {
 // any tag) for `-d cargo` to reach it.
 const PluginName = "cargo"
 
-// CheckMove runs every check of moving container from src to dst. It
-// changes nothing. An error is returned only when the checks themselves
-// cannot run; failed checks are in the report.
-func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*Report, error) {
+// check is the move's first phase: it fails unless every check passed
+// (or was skipped with --force), and reads the source container.
+func (m *mover) check(ctx context.Context) (string, error) {
+	r, err := checkMove(ctx, m.src, m.dst, m.res.Container, m.opts.CheckOptions)
+	if err != nil {
+		return "", err
+	}
+	m.report = r
+	var msgs []string
+	for _, c := range r.Failed() {
+		msgs = append(msgs, c.Name+": "+c.Detail)
+	}
+	for _, c := range r.Checks {
+		if c.Skipped {
+			m.res.Warnings = append(m.res.Warnings, c.Name+": "+c.Detail)
+		}
+	}
+	if len(msgs) > 0 {
+		return "", fmt.Errorf("%s cannot move to %s: %s", m.res.Container, m.dst.Context, strings.Join(msgs, "; "))
+	}
+	m.res.Container = r.Container
+	insp, err := m.src.API.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", err
+	}
+	m.ctr = insp.Container
+	return "", nil
+}
+
+// checkMove runs every check of moving container name from src to dst.
+// It changes nothing. An error is returned only when the checks
+// themselves cannot run; failed checks are in the report.
+func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOptions) (*Report, error) {
 	r := &Report{Container: name, Source: src.Context, Target: dst.Context}
 	srcUp := r.add("source engine reachable", reach(ctx, src), "")
 	dstUp := r.add("target engine reachable", reach(ctx, dst), "")
 	if !srcUp {
 		return r, nil
 	}
-	insp, err := src.Engine.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
+	insp, err := src.API.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
 	if !r.add("container exists", notFound(err, fmt.Sprintf("no container %q on %s", name, src.Context)), "") {
 		return r, nil
 	}
@@ -154,7 +166,7 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 	_, err = pluginEnabled(ctx, dst, srcRef)
 	r.add("cargo plugin on target", err, "")
 	r.add("same OS and architecture", samePlatform(ctx, src, dst), "")
-	_, err = dst.Engine.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{})
+	_, err = dst.API.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{})
 	switch {
 	case err == nil:
 		r.add("name free on target", fmt.Errorf("%s already has a container named %q: remove or rename it first", dst.Context, r.Container), "")
@@ -180,15 +192,15 @@ func CheckMove(ctx context.Context, src, dst Side, name string, opts Options) (*
 
 // checkVolumeNames refuses volumes whose names the target already uses:
 // the move makes each under its own name there.
-func (r *Report) checkVolumeNames(ctx context.Context, dst Side) {
+func (r *Report) checkVolumeNames(ctx context.Context, dst Engine) {
 	var taken []string
 	n := 0
 	for _, p := range r.Mounts {
-		if p.Action != "federate" {
+		if p.Action != ActionFederate {
 			continue
 		}
 		n++
-		_, err := dst.Engine.VolumeInspect(ctx, p.Name, client.VolumeInspectOptions{})
+		_, err := dst.API.VolumeInspect(ctx, p.Name, client.VolumeInspectOptions{})
 		switch {
 		case err == nil:
 			taken = append(taken, p.Name)
@@ -208,31 +220,28 @@ func (r *Report) checkVolumeNames(ctx context.Context, dst Side) {
 	r.add("volume names free on target", err, fmt.Sprintf("%d volume(s)", n))
 }
 
-// HostInfoVolume is the cargo plugin's reserved volume name whose Status
-// tells the host's free space for volumes.
-const HostInfoVolume = "cargo.host"
-
 // checkDisk compares the target's free space with what the move writes
 // there at once: the writable layer and, when copied, the image. The
 // volumes' copies are checked by the target's plugin when they start.
-func (r *Report) checkDisk(ctx context.Context, src, dst Side, ctr container.InspectResponse) {
+func (r *Report) checkDisk(ctx context.Context, src, dst Engine, ctr container.InspectResponse) {
 	const name = "enough disk on target"
-	v, err := dst.Engine.VolumeInspect(ctx, HostInfoVolume, client.VolumeInspectOptions{})
+	v, err := dst.API.VolumeInspect(ctx, volstatus.HostInfo, client.VolumeInspectOptions{})
 	if err != nil {
 		// An older plugin does not tell; the move finds out.
 		return
 	}
-	free, ok := v.Volume.Status["free_bytes"].(float64)
-	if !ok {
+	free := float64(volstatus.ParseHost(v.Volume.Status).FreeBytes)
+	if free <= 0 {
+		// Not said: the plugin could not tell.
 		return
 	}
 	var need int64
 	what := "writable layer"
-	if insp, err := src.Engine.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{Size: true}); err == nil && insp.Container.SizeRw != nil {
+	if insp, err := src.API.ContainerInspect(ctx, r.Container, client.ContainerInspectOptions{Size: true}); err == nil && insp.Container.SizeRw != nil {
 		need = *insp.Container.SizeRw
 	}
 	if r.ImageCopy {
-		if img, err := src.Engine.ImageInspect(ctx, ctr.Image); err == nil {
+		if img, err := src.API.ImageInspect(ctx, ctr.Image); err == nil {
 			need += img.Size
 			what += " and image"
 		}
@@ -245,8 +254,8 @@ func (r *Report) checkDisk(ctx context.Context, src, dst Side, ctr container.Ins
 	r.add(name, derr, fmt.Sprintf("%s free, %s needed now (%s)", units.BytesSize(free), units.BytesSize(float64(need)), what))
 }
 
-func reach(ctx context.Context, s Side) error {
-	if _, err := s.Engine.Ping(ctx, client.PingOptions{}); err != nil {
+func reach(ctx context.Context, s Engine) error {
+	if _, err := s.API.Ping(ctx, client.PingOptions{}); err != nil {
 		return fmt.Errorf("cannot reach the engine of docker context %q (check it with `docker --context %s version`): %w", s.Context, s.Context, err)
 	}
 	return nil
@@ -265,8 +274,8 @@ func notFound(err error, msg string) error {
 // pluginEnabled checks the cargo plugin on s. ref, the reference the
 // other side's plugin was installed from, makes the install command in
 // the message one to copy; it returns s's own.
-func pluginEnabled(ctx context.Context, s Side, ref string) (string, error) {
-	l, err := s.Engine.PluginList(ctx, client.PluginListOptions{})
+func pluginEnabled(ctx context.Context, s Engine, ref string) (string, error) {
+	l, err := s.API.PluginList(ctx, client.PluginListOptions{})
 	if err != nil {
 		return "", fmt.Errorf("listing plugins on %s: %w", s.Context, err)
 	}
@@ -286,12 +295,12 @@ func pluginEnabled(ctx context.Context, s Side, ref string) (string, error) {
 	return "", fmt.Errorf("the cargo plugin is not installed on %s: run `docker --context %s plugin install --grant-all-permissions --alias cargo %s`", s.Context, s.Context, ref)
 }
 
-func samePlatform(ctx context.Context, src, dst Side) error {
-	a, err := src.Engine.Info(ctx, client.InfoOptions{})
+func samePlatform(ctx context.Context, src, dst Engine) error {
+	a, err := src.API.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return err
 	}
-	b, err := dst.Engine.Info(ctx, client.InfoOptions{})
+	b, err := dst.API.Info(ctx, client.InfoOptions{})
 	if err != nil {
 		return err
 	}
@@ -301,7 +310,7 @@ func samePlatform(ctx context.Context, src, dst Side) error {
 	return nil
 }
 
-func (r *Report) checkMounts(ctr container.InspectResponse, opts Options) {
+func (r *Report) checkMounts(ctr container.InspectResponse, opts CheckOptions) {
 	mounts := ctr.Mounts
 	// --tmpfs mounts are not among Mounts (--mount type=tmpfs ones are).
 	if ctr.HostConfig != nil {
@@ -316,13 +325,13 @@ func (r *Report) checkMounts(ctr container.InspectResponse, opts Options) {
 			p.Source = m.Source
 		}
 		switch {
-		case m.Type == mount.TypeVolume && (isCargo(m.Driver) || m.Driver == "local"):
-			p.Action = "federate"
+		case m.Type == mount.TypeVolume && (isCargo(m.Driver) || m.Driver == localDriver):
+			p.Action = ActionFederate
 			p.Anonymous = anonymous(m.Name)
 		case m.Type == mount.TypeTmpfs:
-			p.Action = "recreate"
+			p.Action = ActionRecreate
 		case m.Type == mount.TypeBind && opts.SkipBindMounts:
-			p.Action = "skip"
+			p.Action = ActionSkip
 		case m.Type == mount.TypeBind:
 			problems = append(problems, fmt.Sprintf("bind mount %s:%s cannot move with the container (use --skip-bind-mounts to start without it)", m.Source, m.Destination))
 			continue
@@ -357,15 +366,15 @@ func anonymous(name string) bool {
 
 // checkShared refuses local volumes another running container uses: the
 // plugin cannot freeze them, so their copy would not be consistent.
-func (r *Report) checkShared(ctx context.Context, src Side, ctr container.InspectResponse) {
+func (r *Report) checkShared(ctx context.Context, src Engine, ctr container.InspectResponse) {
 	var problems []string
 	n := 0
 	for _, p := range r.Mounts {
-		if p.Action != "federate" || p.Driver != "local" {
+		if p.Action != ActionFederate || p.Driver != localDriver {
 			continue
 		}
 		n++
-		l, err := src.Engine.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("volume", p.Name)})
+		l, err := src.API.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("volume", p.Name)})
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("listing the users of volume %s: %v", p.Name, err))
 			continue
@@ -418,15 +427,15 @@ func isCargo(driver string) bool {
 	return repo == PluginName
 }
 
-func (r *Report) checkImage(ctx context.Context, src, dst Side, ctr container.InspectResponse) {
-	if _, err := dst.Engine.ImageInspect(ctx, ctr.Image); err == nil {
+func (r *Report) checkImage(ctx context.Context, src, dst Engine, ctr container.InspectResponse) {
+	if _, err := dst.API.ImageInspect(ctx, ctr.Image); err == nil {
 		r.add("image on target", nil, "present")
 		return
 	} else if !cerrdefs.IsNotFound(err) {
 		r.add("image on target", fmt.Errorf("asking %s: %w", dst.Context, err), "")
 		return
 	}
-	if _, err := src.Engine.ImageInspect(ctx, ctr.Image); err != nil {
+	if _, err := src.API.ImageInspect(ctx, ctr.Image); err != nil {
 		r.add("image on target", fmt.Errorf("%s lacks image %s and %s cannot provide it: %w", dst.Context, ctr.Config.Image, src.Context, err), "")
 		return
 	}

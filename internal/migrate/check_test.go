@@ -16,11 +16,14 @@ import (
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
+
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
 
-// engine is a scripted Engine: the checks are pure decisions over what
-// engines answer.
+// engine is a scripted engine: the checks are pure decisions over what
+// engines answer. Calls it does not script panic.
 type engine struct {
+	client.APIClient
 	down       bool
 	arch       string
 	plugins    []plugin.Plugin
@@ -30,6 +33,12 @@ type engine struct {
 	networks   map[string]network.Inspect
 	free       float64 // bytes free for volumes; 0: the plugin does not say
 	volumes    []string
+	closed     bool
+}
+
+func (e *engine) Close() error {
+	e.closed = true
+	return nil
 }
 
 var errDown = errors.New("connection refused")
@@ -80,7 +89,7 @@ func (e *engine) VolumeInspect(_ context.Context, name string, _ client.VolumeIn
 	if slices.Contains(e.volumes, name) {
 		return client.VolumeInspectResult{Volume: volume.Volume{Name: name}}, nil
 	}
-	if name != HostInfoVolume || e.free == 0 {
+	if name != volstatus.HostInfo || e.free == 0 {
 		return client.VolumeInspectResult{}, cerrdefs.ErrNotFound.WithMessage("no such volume")
 	}
 	return client.VolumeInspectResult{Volume: volume.Volume{Status: map[string]any{"free_bytes": e.free}}}, nil
@@ -106,95 +115,95 @@ func TestCheckMove(t *testing.T) {
 	}
 	tests := []struct {
 		name      string
-		change    func(src, dst *engine, o *Options)
+		change    func(src, dst *engine, o *CheckOptions)
 		failed    string // the failing check, "" for none
 		detail    string
 		imageCopy bool
 		actions   string
 	}{
 		{name: "movable", actions: "/data federate,/tmp recreate"},
-		{name: "source down", change: func(s, d *engine, o *Options) { s.down = true }, failed: "source engine reachable", detail: `docker context "src"`},
-		{name: "target down", change: func(s, d *engine, o *Options) { d.down = true }, failed: "target engine reachable", detail: `docker context "dst"`},
-		{name: "no container", change: func(s, d *engine, o *Options) { delete(s.containers, "web") }, failed: "container exists", detail: `no container "web" on src`},
-		{name: "no plugin on target", change: func(s, d *engine, o *Options) { d.plugins = nil }, failed: "cargo plugin on target", detail: "docker --context dst plugin install"},
-		{name: "no plugin on target, the source's installed from a registry", change: func(s, d *engine, o *Options) {
+		{name: "source down", change: func(s, _ *engine, _ *CheckOptions) { s.down = true }, failed: "source engine reachable", detail: `docker context "src"`},
+		{name: "target down", change: func(_, d *engine, _ *CheckOptions) { d.down = true }, failed: "target engine reachable", detail: `docker context "dst"`},
+		{name: "no container", change: func(s, _ *engine, _ *CheckOptions) { delete(s.containers, "web") }, failed: "container exists", detail: `no container "web" on src`},
+		{name: "no plugin on target", change: func(_, d *engine, _ *CheckOptions) { d.plugins = nil }, failed: "cargo plugin on target", detail: "docker --context dst plugin install"},
+		{name: "no plugin on target, the source's installed from a registry", change: func(s, d *engine, _ *CheckOptions) {
 			s.plugins = []plugin.Plugin{{Name: "cargo:latest", Enabled: true, PluginReference: "reg.example:5000/cargo:latest"}}
 			d.plugins = nil
 		}, failed: "cargo plugin on target", detail: "plugin install --grant-all-permissions --alias cargo reg.example:5000/cargo:latest"},
-		{name: "plugin disabled", change: func(s, d *engine, o *Options) { d.plugins = cargo(false) }, failed: "cargo plugin on target", detail: "docker --context dst plugin enable cargo:latest"},
-		{name: "other architecture", change: func(s, d *engine, o *Options) { d.arch = "aarch64" }, failed: "same OS and architecture", detail: "linux/aarch64"},
-		{name: "name taken", change: func(s, d *engine, o *Options) { d.containers = map[string]container.InspectResponse{"web": web()} }, failed: "name free on target", detail: `already has a container named "web"`},
-		{name: "bind mount", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind) }, failed: "every mount can move", detail: "bind mount /etc/app:/conf cannot move"},
-		{name: "bind mount skipped", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind); o.SkipBindMounts = true }, actions: "/data federate,/conf skip"},
-		{name: "local volume", change: func(s, d *engine, o *Options) { s.containers["web"] = web(local) }, actions: "/cache federate"},
-		{name: "local volume in use elsewhere", change: func(s, d *engine, o *Options) {
+		{name: "plugin disabled", change: func(_, d *engine, _ *CheckOptions) { d.plugins = cargo(false) }, failed: "cargo plugin on target", detail: "docker --context dst plugin enable cargo:latest"},
+		{name: "other architecture", change: func(_, d *engine, _ *CheckOptions) { d.arch = "aarch64" }, failed: "same OS and architecture", detail: "linux/aarch64"},
+		{name: "name taken", change: func(_, d *engine, _ *CheckOptions) { d.containers = map[string]container.InspectResponse{"web": web()} }, failed: "name free on target", detail: `already has a container named "web"`},
+		{name: "bind mount", change: func(s, _ *engine, _ *CheckOptions) { s.containers["web"] = web(vol, bind) }, failed: "every mount can move", detail: "bind mount /etc/app:/conf cannot move"},
+		{name: "bind mount skipped", change: func(s, _ *engine, o *CheckOptions) { s.containers["web"] = web(vol, bind); o.SkipBindMounts = true }, actions: "/data federate,/conf skip"},
+		{name: "local volume", change: func(s, _ *engine, _ *CheckOptions) { s.containers["web"] = web(local) }, actions: "/cache federate"},
+		{name: "local volume in use elsewhere", change: func(s, _ *engine, _ *CheckOptions) {
 			s.containers["web"] = web(local)
 			s.running = []container.Summary{{ID: "other", Names: []string{"/worker"}}}
 		}, failed: "local volumes not shared", detail: "also used by running container worker"},
-		{name: "other driver", change: func(s, d *engine, o *Options) {
+		{name: "other driver", change: func(s, _ *engine, _ *CheckOptions) {
 			s.containers["web"] = web(container.MountPoint{Type: mount.TypeVolume, Name: "n", Driver: "nfs", Destination: "/n"})
 		}, failed: "every mount can move", detail: `volume "n" at /n uses the "nfs" driver`},
-		{name: "shared network namespace", change: func(s, d *engine, o *Options) {
+		{name: "shared network namespace", change: func(s, _ *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{NetworkMode: "container:db"}
 			s.containers["web"] = c
 		}, failed: "networks can move", detail: "shares the network of container db"},
-		{name: "volumes from another container", change: func(s, d *engine, o *Options) {
+		{name: "volumes from another container", change: func(s, _ *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{VolumesFrom: []string{"data-only"}, IpcMode: "container:db"}
 			s.containers["web"] = c
 		}, failed: "no ties to other containers", detail: "--volumes-from data-only, --ipc container:db"},
-		{name: "swarm network", change: func(s, d *engine, o *Options) {
+		{name: "swarm network", change: func(s, _ *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{NetworkMode: "front"}
 			c.NetworkSettings = &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{"front": {}}}
 			s.containers["web"] = c
 			s.networks = map[string]network.Inspect{"front": {Network: network.Network{Scope: "swarm"}}}
 		}, failed: "networks can move", detail: "network front is a swarm network"},
-		{name: "published port taken", change: func(s, d *engine, o *Options) {
+		{name: "published port taken", change: func(s, d *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{PortBindings: network.PortMap{network.MustParsePort("80/tcp"): {{HostPort: "8080"}}}}
 			s.containers["web"] = c
 			d.running = []container.Summary{{ID: "x", Names: []string{"/proxy"}, Ports: []container.PortSummary{{PrivatePort: 80, PublicPort: 8080, Type: "tcp"}}}}
 		}, failed: "published ports free on target", detail: "8080/tcp is published by container proxy"},
-		{name: "image copied", change: func(s, d *engine, o *Options) { d.images = nil }, imageCopy: true, actions: "/data federate,/tmp recreate"},
-		{name: "tmpfs from --tmpfs", change: func(s, d *engine, o *Options) {
+		{name: "image copied", change: func(_, d *engine, _ *CheckOptions) { d.images = nil }, imageCopy: true, actions: "/data federate,/tmp recreate"},
+		{name: "tmpfs from --tmpfs", change: func(s, _ *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{Tmpfs: map[string]string{"/run": "size=1m"}}
 			s.containers["web"] = c
 		}, actions: "/data federate,/run recreate"},
-		{name: "volume name taken on target", change: func(s, d *engine, o *Options) { d.volumes = []string{"data"} },
+		{name: "volume name taken on target", change: func(_, d *engine, _ *CheckOptions) { d.volumes = []string{"data"} },
 			failed: "volume names free on target", detail: "dst already has volume(s) data"},
-		{name: "disk enough", change: func(s, d *engine, o *Options) {
+		{name: "disk enough", change: func(s, d *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.SizeRw = ptr(int64(1000))
 			s.containers["web"] = c
 			d.free = 5000
 		}, actions: "/data federate"},
-		{name: "disk full", change: func(s, d *engine, o *Options) {
+		{name: "disk full", change: func(s, d *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.SizeRw = ptr(int64(1 << 30))
 			s.containers["web"] = c
 			d.free = 5000
 		}, failed: "enough disk on target", detail: "dst has 4.883KiB free but the writable layer need 1GiB"},
-		{name: "disk full, forced", change: func(s, d *engine, o *Options) {
+		{name: "disk full, forced", change: func(s, d *engine, o *CheckOptions) {
 			c := web(vol)
 			c.SizeRw = ptr(int64(1 << 30))
 			s.containers["web"] = c
 			d.free = 5000
 			o.Force = true
 		}, actions: "/data federate"},
-		{name: "forced is no help for a bind mount", change: func(s, d *engine, o *Options) { s.containers["web"] = web(vol, bind); o.Force = true }, failed: "every mount can move", detail: "bind mount"},
-		{name: "image nowhere", change: func(s, d *engine, o *Options) { d.images, s.images = nil, nil }, failed: "image on target", detail: "lacks image app:1"},
+		{name: "forced is no help for a bind mount", change: func(s, _ *engine, o *CheckOptions) { s.containers["web"] = web(vol, bind); o.Force = true }, failed: "every mount can move", detail: "bind mount"},
+		{name: "image nowhere", change: func(s, d *engine, _ *CheckOptions) { d.images, s.images = nil, nil }, failed: "image on target", detail: "lacks image app:1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			src, dst := good()
-			var opts Options
+			var opts CheckOptions
 			if tt.change != nil {
 				tt.change(src, dst, &opts)
 			}
-			r, err := CheckMove(context.Background(), Side{"src", src}, Side{"dst", dst}, "web", opts)
+			r, err := checkMove(context.Background(), Engine{"src", src}, Engine{"dst", dst}, "web", opts)
 			if err != nil {
 				t.Fatal(err)
 			}

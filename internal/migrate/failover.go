@@ -10,18 +10,9 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 	"github.com/moby/moby/client"
-)
 
-// FailoverOptions change what Failover does.
-type FailoverOptions struct {
-	// Wait waits for the copy to complete instead of refusing.
-	Wait bool
-	// RemoveSource removes the stopped source container and its moved
-	// volumes once the target no longer needs them.
-	RemoveSource bool
-	// Poll is how often the copy is looked at while waiting.
-	Poll time.Duration
-}
+	"github.com/cargo-migrate/cargo/internal/volstatus"
+)
 
 // FailoverResult says what a failover did.
 type FailoverResult struct {
@@ -35,19 +26,17 @@ type FailoverResult struct {
 	Warnings      []string `json:"warnings,omitempty"`
 }
 
-// Resolver gives a client for a docker context by name.
-type Resolver func(context string) (client.APIClient, error)
-
-// Failover ends container name's dependence on the host it moved from,
-// on the current engine api: once every moved volume's copy is complete,
-// it restarts the container (if running) so its volumes settle into
-// plain local ones, then releases the source's exports and, if asked,
-// removes the source container and volumes. waiting, when not nil, is
-// shown the copy's progress while Wait waits.
-func Failover(ctx context.Context, api client.APIClient, resolve Resolver, name string, opts FailoverOptions, waiting func([]VolumeStatus)) (*FailoverResult, error) {
+// failover ends container name's dependence on the host it moved from,
+// on engine e, where it runs now: once every moved volume's copy is
+// complete, it restarts the container (if running) so its volumes settle
+// into plain local ones, then releases the source's exports and, if
+// asked, removes the source container and volumes. It reaches the
+// sources through open.
+func failover(ctx context.Context, e Engine, open opener, name string, opts FailoverOptions) (*FailoverResult, error) {
 	if opts.Poll <= 0 {
 		opts.Poll = 500 * time.Millisecond
 	}
+	api, waiting := e.API, opts.Waiting
 	insp, err := api.ContainerInspect(ctx, name, client.ContainerInspectOptions{})
 	if err != nil {
 		return nil, err
@@ -55,7 +44,7 @@ func Failover(ctx context.Context, api client.APIClient, resolve Resolver, name 
 	ctr := insp.Container
 	name = strings.TrimPrefix(ctr.Name, "/")
 	res := &FailoverResult{Container: name}
-	rows, err := Statuses(ctx, api, []string{name})
+	rows, err := statuses(ctx, api, []string{name})
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +68,7 @@ func Failover(ctx context.Context, api client.APIClient, resolve Resolver, name 
 			return nil, ctx.Err()
 		case <-time.After(opts.Poll):
 		}
-		if rows, err = Statuses(ctx, api, []string{name}); err != nil {
+		if rows, err = statuses(ctx, api, []string{name}); err != nil {
 			return nil, err
 		}
 	}
@@ -97,7 +86,7 @@ func Failover(ctx context.Context, api client.APIClient, resolve Resolver, name 
 			return nil, fmt.Errorf("restarting %s so its volumes settle: %w", name, err)
 		}
 		res.Restarted = true
-		if rows, err = Statuses(ctx, api, []string{name}); err != nil {
+		if rows, err = statuses(ctx, api, []string{name}); err != nil {
 			return nil, err
 		}
 	}
@@ -107,7 +96,7 @@ func Failover(ctx context.Context, api client.APIClient, resolve Resolver, name 
 		}
 	}
 
-	released, removed, warnings := releaseSources(ctx, resolve, name, rows, opts.RemoveSource)
+	released, removed, warnings := releaseSources(ctx, open, name, rows, opts.RemoveSource)
 	res.Released, res.RemovedSource = released, removed
 	res.Warnings = append(res.Warnings, warnings...)
 	return res, nil
@@ -116,7 +105,7 @@ func Failover(ctx context.Context, api client.APIClient, resolve Resolver, name 
 func copyFailed(rows []VolumeStatus) error {
 	var errs []error
 	for _, r := range rows {
-		if r.State == "failed" {
+		if r.State == volstatus.StateFailed {
 			errs = append(errs, fmt.Errorf("the copy of volume %s failed: %s; see `docker plugin inspect cargo` and the engine's log", r.Volume, r.Error))
 		}
 	}
@@ -126,7 +115,7 @@ func copyFailed(rows []VolumeStatus) error {
 func unfinished(rows []VolumeStatus) []string {
 	var out []string
 	for _, r := range rows {
-		if r.State == "complete" {
+		if r.State == volstatus.StateComplete {
 			continue
 		}
 		pct := 0.0
@@ -152,7 +141,7 @@ func unsettled(rows []VolumeStatus) bool {
 // came from and, with remove, the stopped source container and volumes.
 // The target needs nothing from them any more, so trouble there is a
 // warning, not a failure: the source host may be gone for good.
-func releaseSources(ctx context.Context, resolve Resolver, name string, rows []VolumeStatus, remove bool) (released []string, removed bool, warnings []string) {
+func releaseSources(ctx context.Context, open opener, name string, rows []VolumeStatus, remove bool) (released []string, removed bool, warnings []string) {
 	bySource := map[string][]string{}
 	var order []string
 	for _, r := range rows {
@@ -167,30 +156,43 @@ func releaseSources(ctx context.Context, resolve Resolver, name string, rows []V
 	}
 	removed = remove && len(order) > 0
 	for _, sc := range order {
-		api, err := resolve(sc)
-		if err == nil {
-			_, err = api.Ping(ctx, client.PingOptions{})
-		}
-		if err != nil {
-			warnings = append(warnings, fmt.Sprintf("source %s is unreachable (%v); nothing there is needed any more", sc, err))
-			removed = false
-			continue
-		}
-		for _, v := range bySource[sc] {
-			_, err := api.VolumeRemove(ctx, v+ExportSuffix, client.VolumeRemoveOptions{})
-			switch {
-			case err == nil:
-				released = append(released, sc+"/"+v+ExportSuffix)
-			case cerrdefs.IsNotFound(err):
-			default:
-				warnings = append(warnings, fmt.Sprintf("releasing the export of %s on %s: %v", v, sc, err))
-			}
-		}
-		if remove && !removeSource(ctx, api, sc, name, bySource[sc], &warnings) {
+		rel, ok := releaseSource(ctx, open, sc, name, bySource[sc], remove, &warnings)
+		released = append(released, rel...)
+		if !ok {
 			removed = false
 		}
 	}
 	return released, removed, warnings
+}
+
+// releaseSource closes the exports of vols on source context sc and, with
+// remove, removes the source container and vols there. ok is false when
+// something was left there.
+func releaseSource(ctx context.Context, open opener, sc, name string, vols []string, remove bool, warnings *[]string) (released []string, ok bool) {
+	src, err := open(sc)
+	if err != nil {
+		*warnings = append(*warnings, fmt.Sprintf("source %s is unreachable (%v); nothing there is needed any more", sc, err))
+		return nil, false
+	}
+	defer src.Close()
+	if _, err := src.API.Ping(ctx, client.PingOptions{}); err != nil {
+		*warnings = append(*warnings, fmt.Sprintf("source %s is unreachable (%v); nothing there is needed any more", sc, err))
+		return nil, false
+	}
+	for _, v := range vols {
+		_, err := src.API.VolumeRemove(ctx, v+ExportSuffix, client.VolumeRemoveOptions{})
+		switch {
+		case err == nil:
+			released = append(released, sc+"/"+v+ExportSuffix)
+		case cerrdefs.IsNotFound(err):
+		default:
+			*warnings = append(*warnings, fmt.Sprintf("releasing the export of %s on %s: %v", v, sc, err))
+		}
+	}
+	if remove && !removeSource(ctx, src.API, sc, name, vols, warnings) {
+		return released, false
+	}
+	return released, true
 }
 
 // removeSource removes the stopped source container, then its moved

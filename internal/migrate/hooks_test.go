@@ -46,7 +46,9 @@ func TestRunHook(t *testing.T) {
 				t.Errorf("runHook error %v does not wrap the *exec.ExitError", err)
 			}
 			// Shells word "not found" differently: only look for it.
-			if got := out.String(); got != tc.out && !(strings.HasSuffix(tc.out, "not found") && strings.Contains(got, "not found")) {
+			got := out.String()
+			notFound := strings.HasSuffix(tc.out, "not found") && strings.Contains(got, "not found")
+			if got != tc.out && !notFound {
 				t.Errorf("hook output = %q, want %q", got, tc.out)
 			}
 		})

@@ -1,5 +1,7 @@
 package migrate
 
+// The image phase: the container's image copied to the target.
+
 import (
 	"archive/tar"
 	"context"
@@ -17,6 +19,15 @@ import (
 	"github.com/docker/go-units"
 	"github.com/moby/moby/client"
 )
+
+// image is the image phase: the target gets the container's image,
+// unless it has it.
+func (m *mover) image(ctx context.Context) (string, error) {
+	if !m.report.ImageCopy {
+		return "present on " + m.dst.Context, nil
+	}
+	return m.copyImage(ctx)
+}
 
 // copyImage copies the container's image to the target. On an engine
 // with a classic graphdriver store, `docker load` skips layers it already

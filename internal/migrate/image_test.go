@@ -24,7 +24,9 @@ func saveArchive(t *testing.T, files [][2]string) []byte {
 		if err := tw.WriteHeader(&tar.Header{Name: f[0], Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(f[1]))}); err != nil {
 			t.Fatal(err)
 		}
-		tw.Write([]byte(f[1]))
+		if _, err := tw.Write([]byte(f[1])); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tw.Close()
 	return buf.Bytes()

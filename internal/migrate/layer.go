@@ -1,5 +1,9 @@
 package migrate
 
+// The layer phase: the stopped source container's changes outside its
+// volumes, read into an archive; the create phase writes them into the
+// target container (applyLayer).
+
 import (
 	"archive/tar"
 	"bytes"
@@ -16,6 +20,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
 )
 
@@ -84,6 +89,28 @@ func layerPlan(changes []container.FilesystemChange, mountDests []string) []laye
 	})
 }
 
+// mountPath reports whether p is a mount destination or one of the
+// directories the engine made to hold one.
+func mountPath(p string, dests []string) bool {
+	for _, d := range dests {
+		if p == d || strings.HasPrefix(d, strings.TrimSuffix(p, "/")+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// mountsOf lists a container's mounts, the --tmpfs ones included.
+func mountsOf(ctr container.InspectResponse) []container.MountPoint {
+	ms := slices.Clone(ctr.Mounts)
+	if ctr.HostConfig != nil {
+		for dst := range ctr.HostConfig.Tmpfs {
+			ms = append(ms, container.MountPoint{Type: mount.TypeTmpfs, Destination: dst})
+		}
+	}
+	return ms
+}
+
 // underAny reports whether p lies strictly under one of dirs.
 func underAny(p string, dirs []string) bool {
 	for _, d := range dirs {
@@ -94,9 +121,20 @@ func underAny(p string, dirs []string) bool {
 	return false
 }
 
-// captureLayer reads the stopped source container's changes into a
+// captureLayer is the layer phase: it keeps the source container's
+// changes for the create phase.
+func (m *mover) captureLayer(ctx context.Context) (string, error) {
+	l, err := m.readLayer(ctx)
+	if err != nil {
+		return "", err
+	}
+	m.layer = l
+	return l.String(), nil
+}
+
+// readLayer reads the stopped source container's changes into a
 // temporary archive.
-func (m *mover) captureLayer(ctx context.Context) (*layer, error) {
+func (m *mover) readLayer(ctx context.Context) (*layer, error) {
 	d, err := m.src.API.ContainerDiff(ctx, m.ctr.ID, client.ContainerDiffOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing the changes of %s: %w", m.res.Container, err)
@@ -299,5 +337,8 @@ func (m *mover) deletePath(ctx context.Context, p string) error {
 	case err != nil:
 		return fmt.Errorf("checking that %s is deleted in %s on %s: %w", p, m.res.Container, m.dst.Context, err)
 	}
-	return fmt.Errorf("deleting %s in %s on %s failed (%v)", p, m.res.Container, m.dst.Context, cerr)
+	if cerr != nil {
+		return fmt.Errorf("deleting %s in %s on %s failed (%w)", p, m.res.Container, m.dst.Context, cerr)
+	}
+	return fmt.Errorf("deleting %s in %s on %s failed", p, m.res.Container, m.dst.Context)
 }

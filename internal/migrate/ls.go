@@ -11,15 +11,9 @@ import (
 
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
-)
 
-// Lister is what `docker migrate ls` asks of each engine.
-type Lister interface {
-	Ping(ctx context.Context, options client.PingOptions) (client.PingResult, error)
-	ContainerList(ctx context.Context, options client.ContainerListOptions) (client.ContainerListResult, error)
-	VolumeInspect(ctx context.Context, volumeID string, options client.VolumeInspectOptions) (client.VolumeInspectResult, error)
-	VolumeList(ctx context.Context, options client.VolumeListOptions) (client.VolumeListResult, error)
-}
+	"github.com/cargo-migrate/cargo/internal/volstatus"
+)
 
 // Migration states of a container, as `docker migrate ls` shows them.
 const (
@@ -52,18 +46,30 @@ type ContainerRow struct {
 	// From is the address a moved-in container's volumes copy from.
 	From string `json:"from,omitempty"`
 	// Progress of a moved-in container's copy: "61%", "61% stalled",
-	// "complete", "complete, local" (settled: the source is no longer
-	// needed) or "failed".
+	// ProgressComplete, ProgressLocal or ProgressFailed; of a moved-out
+	// one whose copy is done, ProgressCopied.
 	Progress    string `json:"progress,omitempty"`
 	BytesCopied int64  `json:"bytes_copied"`
 	BytesTotal  int64  `json:"bytes_total"`
 	Error       string `json:"error,omitempty"`
 }
 
-// namedStatus is one cargo volume's Status.
+// The words of ContainerRow.Progress, besides a percentage.
+const (
+	ProgressComplete = "complete"
+	// ProgressLocal: every file is local, the source no longer needed.
+	ProgressLocal  = "complete, local"
+	ProgressFailed = "failed"
+	// ProgressCopied: a moved-out container whose target has every file;
+	// only its failover is left.
+	ProgressCopied = "copied"
+)
+
+// namedStatus is the Status of one cargo volume of a container, or of
+// the export of one of its volumes (Status.Volume is then set).
 type namedStatus struct {
 	Volume string
-	Status map[string]any
+	Status volstatus.Status
 }
 
 // setMigration derives a container's migration from its cargo volumes.
@@ -78,45 +84,42 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 		failed, stalled   int
 		errs              []string
 	)
-	str := func(st map[string]any, k string) string { s, _ := st[k].(string); return s }
-	num := func(st map[string]any, k string) int64 { f, _ := st[k].(float64); return int64(f) }
 	for _, v := range vols {
 		st := v.Status
-		switch str(st, "state") {
-		case "exporting":
-			if to := str(st, "to"); !slices.Contains(out, to) {
-				out = append(out, to)
+		switch {
+		case st.Volume != "" && st.State == volstatus.StateComplete:
+			// An export whose copy is done, not yet released by failover.
+			if !slices.Contains(outDone, st.To) {
+				outDone = append(outDone, st.To)
 			}
 			continue
-		case stateExported:
-			if to := str(st, "to"); !slices.Contains(outDone, to) {
-				outDone = append(outDone, to)
+		case st.Volume != "" || st.State == volstatus.StateExporting:
+			if !slices.Contains(out, st.To) {
+				out = append(out, st.To)
 			}
 			continue
 		}
-		src := str(st, "source")
-		isSettled, _ := st["settled"].(bool)
-		if src == "" && !isSettled {
+		if st.Source == "" && !st.Settled {
 			continue
 		}
 		federated++
-		if src != "" && !slices.Contains(in, src) {
-			in = append(in, src)
+		if st.Source != "" && !slices.Contains(in, st.Source) {
+			in = append(in, st.Source)
 		}
-		copied += num(st, "bytes_copied")
-		total += num(st, "bytes_total")
+		copied += st.BytesCopied
+		total += st.BytesTotal
 		switch {
-		case isSettled:
+		case st.Settled:
 			settled++
-		case str(st, "state") == "complete":
+		case st.State == volstatus.StateComplete:
 			complete++
-		case str(st, "state") == "failed":
+		case st.State == volstatus.StateFailed:
 			failed++
-		case str(st, "state") == "stalled":
+		case st.State == volstatus.StateStalled:
 			stalled++
 		}
-		if e := str(st, "error"); e != "" {
-			errs = append(errs, v.Volume+": "+e)
+		if st.Error != "" {
+			errs = append(errs, v.Volume+": "+st.Error)
 		}
 	}
 	switch {
@@ -125,7 +128,7 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 		return
 	case len(outDone) > 0 && federated == 0:
 		// The target has every file; only its failover is left.
-		r.Migration, r.To, r.Progress = MigrationMovedOut, strings.Join(outDone, ", "), "copied"
+		r.Migration, r.To, r.Progress = MigrationMovedOut, strings.Join(outDone, ", "), ProgressCopied
 		return
 	case federated == 0:
 		r.Migration = MigrationNone
@@ -136,12 +139,12 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 	r.Error = strings.Join(errs, "; ")
 	switch {
 	case failed > 0:
-		r.Progress = "failed"
+		r.Progress = ProgressFailed
 	case settled == federated:
 		// Every file is local: nothing depends on the source any more.
-		r.Progress = "complete, local"
+		r.Progress = ProgressLocal
 	case complete+settled == federated:
-		r.Progress = "complete"
+		r.Progress = ProgressComplete
 	default:
 		r.Progress = fmt.Sprintf("%d%%", percent(copied, total))
 		if stalled > 0 {
@@ -158,27 +161,27 @@ func percent(copied, total int64) int {
 	return int(min(copied*100/total, 99))
 }
 
-// ListHost lists every container of one engine with its migration.
+// listHost lists every container of one engine with its migration.
 // An error means the engine could not be listed at all; a volume that
 // cannot be inspected only marks its container's row.
-func ListHost(ctx context.Context, contextName string, api Lister) ([]ContainerRow, error) {
-	if _, err := api.Ping(ctx, client.PingOptions{}); err != nil {
-		return nil, fmt.Errorf("cannot reach the engine of docker context %q: %w", contextName, err)
+func listHost(ctx context.Context, e Engine) ([]ContainerRow, error) {
+	if _, err := e.API.Ping(ctx, client.PingOptions{}); err != nil {
+		return nil, fmt.Errorf("cannot reach the engine of docker context %q: %w", e.Context, err)
 	}
-	l, err := api.ContainerList(ctx, client.ContainerListOptions{All: true})
+	l, err := e.API.ContainerList(ctx, client.ContainerListOptions{All: true})
 	if err != nil {
-		return nil, fmt.Errorf("listing containers on %s: %w", contextName, err)
+		return nil, fmt.Errorf("listing containers on %s: %w", e.Context, err)
 	}
 	// Volumes can be shared: inspect each once.
 	type inspected struct {
-		st  map[string]any
+		st  volstatus.Status
 		err error
 	}
 	seen := map[string]inspected{}
-	exports := exportsOf(ctx, api)
+	exports := exportsOf(ctx, e.API)
 	rows := make([]ContainerRow, 0, len(l.Items))
 	for _, c := range l.Items {
-		r := ContainerRow{Context: contextName, ID: c.ID, Image: c.Image, State: string(c.State), Status: c.Status}
+		r := ContainerRow{Context: e.Context, ID: c.ID, Image: c.Image, State: string(c.State), Status: c.Status}
 		r.Container = c.ID[:min(12, len(c.ID))]
 		if len(c.Names) > 0 {
 			r.Container = strings.TrimPrefix(c.Names[0], "/")
@@ -197,8 +200,8 @@ func ListHost(ctx context.Context, contextName string, api Lister) ([]ContainerR
 			}
 			in, ok := seen[m.Name]
 			if !ok {
-				v, err := api.VolumeInspect(ctx, m.Name, client.VolumeInspectOptions{})
-				in = inspected{v.Volume.Status, err}
+				v, err := e.API.VolumeInspect(ctx, m.Name, client.VolumeInspectOptions{})
+				in = inspected{volstatus.Parse(v.Volume.Status), err}
 				seen[m.Name] = in
 			}
 			if in.err != nil {
@@ -217,15 +220,10 @@ func ListHost(ctx context.Context, contextName string, api Lister) ([]ContainerR
 	return rows, nil
 }
 
-// stateExported marks, in ls, a volume whose export is complete but not
-// yet released by failover.
-const stateExported = "exported"
-
-// exportsOf maps each volume exported from this engine to its export's
-// state: "exporting" while the copy runs, stateExported once it is done.
-// Trouble here only hides the exports.
-func exportsOf(ctx context.Context, api Lister) map[string]map[string]any {
-	out := map[string]map[string]any{}
+// exportsOf maps each volume exported from this engine to its export
+// volume's Status. Trouble here only hides the exports.
+func exportsOf(ctx context.Context, api client.APIClient) map[string]volstatus.Status {
+	out := map[string]volstatus.Status{}
 	l, err := api.VolumeList(ctx, client.VolumeListOptions{})
 	if err != nil {
 		return out
@@ -238,46 +236,30 @@ func exportsOf(ctx context.Context, api Lister) map[string]map[string]any {
 		if err != nil {
 			continue
 		}
-		st := insp.Volume.Status
-		vol, _ := st["volume"].(string)
-		if vol == "" {
-			continue
+		if st := volstatus.Parse(insp.Volume.Status); st.Volume != "" {
+			out[st.Volume] = st
 		}
-		state := "exporting"
-		if st["state"] == "complete" {
-			state = stateExported
-		}
-		out[vol] = map[string]any{"state": state, "to": st["to"]}
 	}
 	return out
 }
 
-// Host is one docker context for ListHosts.
-type Host struct {
-	Context string
-	Current bool
-	// Connect makes the context's client; an error makes the context
-	// unreachable.
-	Connect func() (Lister, error)
-}
-
-// ListHosts lists every host at once, each within timeout, so that one
-// slow or dead host costs the timeout once rather than once per host. A
-// host that cannot be listed is one row of state "unreachable". Rows are
-// sorted by context, then container.
-func ListHosts(ctx context.Context, hosts []Host, timeout time.Duration) []ContainerRow {
-	per := make([][]ContainerRow, len(hosts))
+// listHosts lists every context at once, each within timeout, so that
+// one slow or dead host costs the timeout once rather than once per
+// host. A host that cannot be listed is one row of state "unreachable".
+// Rows are sorted by context, then container.
+func listHosts(ctx context.Context, names []string, current string, open opener, timeout time.Duration) []ContainerRow {
+	per := make([][]ContainerRow, len(names))
 	var wg sync.WaitGroup
-	for i, h := range hosts {
+	for i, name := range names {
 		wg.Go(func() {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			rows, err := listHost(ctx, h)
+			rows, err := openAndList(ctx, name, open)
 			if err != nil {
-				rows = []ContainerRow{{Context: h.Context, State: StateUnreachable, Error: err.Error()}}
+				rows = []ContainerRow{{Context: name, State: StateUnreachable, Error: err.Error()}}
 			}
 			for j := range rows {
-				rows[j].Current = h.Current
+				rows[j].Current = name == current
 			}
 			per[i] = rows
 		})
@@ -291,12 +273,13 @@ func ListHosts(ctx context.Context, hosts []Host, timeout time.Duration) []Conta
 	return rows
 }
 
-func listHost(ctx context.Context, h Host) ([]ContainerRow, error) {
-	api, err := h.Connect()
+func openAndList(ctx context.Context, name string, open opener) ([]ContainerRow, error) {
+	e, err := open(name)
 	if err != nil {
 		return nil, err
 	}
-	return ListHost(ctx, h.Context, api)
+	defer e.Close()
+	return listHost(ctx, e)
 }
 
 // SortRows orders rows by context, then container.

@@ -12,7 +12,15 @@ import (
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/volume"
 	"github.com/moby/moby/client"
+
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
+
+// rawStatus is a volume's Status as the engine API returns it.
+type rawStatus struct {
+	volume string
+	status map[string]any
+}
 
 func TestSetMigration(t *testing.T) {
 	copying := func(copied, total float64) map[string]any {
@@ -20,54 +28,58 @@ func TestSetMigration(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		vols []namedStatus
+		vols []rawStatus
 		want ContainerRow
 	}{
 		{"no cargo volume", nil, ContainerRow{Migration: MigrationNone}},
-		{"local volume", []namedStatus{{"data", map[string]any{"state": "local"}}}, ContainerRow{Migration: MigrationNone}},
-		{"exporting", []namedStatus{{"data", map[string]any{"state": "exporting", "to": "host2", "export": "x"}}},
+		{"local volume", []rawStatus{{"data", map[string]any{"state": "local"}}}, ContainerRow{Migration: MigrationNone}},
+		{"exporting", []rawStatus{{"data", map[string]any{"state": "exporting", "to": "host2", "export": "x"}}},
 			ContainerRow{Migration: MigrationMovedOut, To: "host2"}},
-		{"exporting wins over an old move-in", []namedStatus{
+		{"exporting wins over an old move-in", []rawStatus{
 			{"a", map[string]any{"state": "exporting", "to": "host3"}},
 			{"b", map[string]any{"state": "complete", "source": "198.18.0.1:7450"}},
 		}, ContainerRow{Migration: MigrationMovedOut, To: "host3"}},
-		{"copying sums bytes", []namedStatus{{"a", copying(100, 1000)}, {"b", copying(510, 0)}},
+		{"copying sums bytes", []rawStatus{{"a", copying(100, 1000)}, {"b", copying(510, 0)}},
 			ContainerRow{Migration: MigrationMovedIn, From: "198.18.0.1:7450", Progress: "61%", BytesCopied: 610, BytesTotal: 1000}},
-		{"never 100% before complete", []namedStatus{{"a", copying(999, 1000)}},
+		{"never 100% before complete", []rawStatus{{"a", copying(999, 1000)}},
 			ContainerRow{Migration: MigrationMovedIn, From: "198.18.0.1:7450", Progress: "99%", BytesCopied: 999, BytesTotal: 1000}},
-		{"unknown total", []namedStatus{{"a", copying(0, 0)}},
+		{"unknown total", []rawStatus{{"a", copying(0, 0)}},
 			ContainerRow{Migration: MigrationMovedIn, From: "198.18.0.1:7450", Progress: "0%"}},
-		{"stalled", []namedStatus{{"a", map[string]any{"state": "stalled", "source": "s:1", "bytes_copied": 5.0, "bytes_total": 10.0, "error": "connection refused"}}},
+		{"stalled", []rawStatus{{"a", map[string]any{"state": "stalled", "source": "s:1", "bytes_copied": 5.0, "bytes_total": 10.0, "error": "connection refused"}}},
 			ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "50% stalled", BytesCopied: 5, BytesTotal: 10, Error: "a: connection refused"}},
-		{"failed", []namedStatus{
+		{"failed", []rawStatus{
 			{"a", map[string]any{"state": "failed", "source": "s:1", "error": "disk full"}},
 			{"b", map[string]any{"state": "complete", "source": "s:1"}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "failed", Error: "a: disk full"}},
-		{"complete", []namedStatus{
+		{"complete", []rawStatus{
 			{"a", map[string]any{"state": "complete", "source": "s:1", "bytes_copied": 7.0, "bytes_total": 7.0}},
 			{"b", map[string]any{"state": "complete", "source": "s:1"}},
 			{"c", map[string]any{"state": "local"}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "complete", BytesCopied: 7, BytesTotal: 7}},
-		{"one still copying", []namedStatus{
+		{"one still copying", []rawStatus{
 			{"a", map[string]any{"state": "complete", "source": "s:1", "bytes_copied": 7.0, "bytes_total": 7.0}},
 			{"b", map[string]any{"state": "copying", "source": "s:1", "bytes_copied": 1.0, "bytes_total": 3.0}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "80%", BytesCopied: 8, BytesTotal: 10}},
-		{"settled", []namedStatus{
+		{"settled", []rawStatus{
 			{"a", map[string]any{"state": "local", "settled": true, "source": "s:1"}},
 			{"b", map[string]any{"state": "complete", "source": "s:1"}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "complete"}},
-		{"all settled", []namedStatus{
+		{"all settled", []rawStatus{
 			{"a", map[string]any{"state": "complete", "settled": true, "source": "s:1"}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1", Progress: "complete, local"}},
-		{"two sources", []namedStatus{
+		{"two sources", []rawStatus{
 			{"a", map[string]any{"state": "complete", "source": "s:1"}},
 			{"b", map[string]any{"state": "complete", "source": "t:2"}},
 		}, ContainerRow{Migration: MigrationMovedIn, From: "s:1, t:2", Progress: "complete"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			var vols []namedStatus
+			for _, v := range tt.vols {
+				vols = append(vols, namedStatus{v.volume, volstatus.Parse(v.status)})
+			}
 			var got ContainerRow
-			got.setMigration(tt.vols)
+			got.setMigration(vols)
 			if got != tt.want {
 				t.Fatalf("got  %+v\nwant %+v", got, tt.want)
 			}
@@ -75,13 +87,21 @@ func TestSetMigration(t *testing.T) {
 	}
 }
 
-// lsFake serves one engine's containers and volume statuses.
+// lsFake serves one engine's containers and volume statuses. Calls it
+// does not script panic.
 type lsFake struct {
+	client.APIClient
 	pingErr, listErr error
 	delay            time.Duration
 	containers       []container.Summary
 	volumes          map[string]map[string]any
 	inspects         atomic.Int32
+	closed           atomic.Bool
+}
+
+func (f *lsFake) Close() error {
+	f.closed.Store(true)
+	return nil
 }
 
 func (f *lsFake) Ping(ctx context.Context, _ client.PingOptions) (client.PingResult, error) {
@@ -139,7 +159,7 @@ func TestListHostExports(t *testing.T) {
 			"pg":                   {"state": "local"},
 		},
 	}
-	rows, err := ListHost(context.Background(), "host1", f)
+	rows, err := listHost(context.Background(), Engine{"host1", f})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +185,7 @@ func TestListHost(t *testing.T) {
 			"data": {"state": "copying", "source": "s:1", "bytes_copied": 1.0, "bytes_total": 4.0},
 		},
 	}
-	rows, err := ListHost(context.Background(), "host2", f)
+	rows, err := listHost(context.Background(), Engine{"host2", f})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +218,7 @@ func TestListHostErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ListHost(context.Background(), "h", tt.f)
+			_, err := listHost(context.Background(), Engine{"h", tt.f})
 			if err == nil || err.Error() != tt.want {
 				t.Fatalf("err = %v, want %s", err, tt.want)
 			}
@@ -220,20 +240,16 @@ func TestListHosts(t *testing.T) {
 		"slow": {delay: time.Hour},
 		"dead": {pingErr: errors.New("connection refused")},
 	}
-	connect := func(name string) func() (Lister, error) {
-		return func() (Lister, error) {
-			if f, ok := engines[name]; ok {
-				return f, nil
-			}
-			return nil, errors.New(`docker context "bad": no such host`)
-		}
+	contexts := &fakeContexts{current: "b", names: []string{"slow", "b", "bad", "dead", "a"}, engines: map[string]client.APIClient{}}
+	for name, f := range engines {
+		contexts.engines[name] = f
 	}
-	var hosts []Host
-	for _, n := range []string{"slow", "b", "bad", "dead", "a"} {
-		hosts = append(hosts, Host{Context: n, Current: n == "b", Connect: connect(n)})
-	}
+	svc := NewService(contexts)
 	start := time.Now()
-	rows := ListHosts(context.Background(), hosts, 50*time.Millisecond)
+	rows, err := svc.Ls(context.Background(), LsOptions{Timeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("took %s: the slow host was not cut off", d)
 	}
@@ -260,11 +276,16 @@ func TestListHosts(t *testing.T) {
 	if rows[5].Error != `cannot reach the engine of docker context "slow": context deadline exceeded` {
 		t.Errorf("slow host: %q", rows[5].Error)
 	}
+	for name, f := range engines {
+		if !f.closed.Load() {
+			t.Errorf("the client of %s was left open", name)
+		}
+	}
 }
 
 func TestListHostsNone(t *testing.T) {
 	// JSON output is [] rather than null when there is nothing to list.
-	if rows := ListHosts(context.Background(), nil, time.Second); rows == nil || len(rows) != 0 {
+	if rows := listHosts(context.Background(), nil, "", nil, time.Second); rows == nil || len(rows) != 0 {
 		t.Fatalf("%#v", rows)
 	}
 }

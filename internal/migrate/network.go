@@ -43,7 +43,7 @@ func userNetworks(ctr container.InspectResponse) []string {
 }
 
 // checkNetworks refuses network setups that cannot move.
-func (r *Report) checkNetworks(ctx context.Context, src Side, ctr container.InspectResponse) {
+func (r *Report) checkNetworks(ctx context.Context, src Engine, ctr container.InspectResponse) {
 	var problems []string
 	mode := ""
 	if ctr.HostConfig != nil {
@@ -54,7 +54,7 @@ func (r *Report) checkNetworks(ctx context.Context, src Side, ctr container.Insp
 	}
 	nets := userNetworks(ctr)
 	for _, n := range nets {
-		insp, err := src.Engine.NetworkInspect(ctx, n, client.NetworkInspectOptions{})
+		insp, err := src.API.NetworkInspect(ctx, n, client.NetworkInspectOptions{})
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("network %s: %v", n, err))
 			continue
@@ -75,7 +75,7 @@ func (r *Report) checkNetworks(ctx context.Context, src Side, ctr container.Insp
 }
 
 // checkPorts refuses host ports the target already publishes.
-func (r *Report) checkPorts(ctx context.Context, dst Side, ctr container.InspectResponse) {
+func (r *Report) checkPorts(ctx context.Context, dst Engine, ctr container.InspectResponse) {
 	want := map[string]bool{}
 	if ctr.HostConfig != nil {
 		for p, bs := range ctr.HostConfig.PortBindings {
@@ -89,7 +89,7 @@ func (r *Report) checkPorts(ctx context.Context, dst Side, ctr container.Inspect
 	if len(want) == 0 {
 		return
 	}
-	l, err := dst.Engine.ContainerList(ctx, client.ContainerListOptions{})
+	l, err := dst.API.ContainerList(ctx, client.ContainerListOptions{})
 	if err != nil {
 		r.add("published ports free on target", fmt.Errorf("listing containers on %s: %w", dst.Context, err), "")
 		return

@@ -8,6 +8,8 @@ import (
 
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
+
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
 
 // VolumeStatus is the copy state of one moved volume of one container,
@@ -21,24 +23,30 @@ type VolumeStatus struct {
 	SourceContext string `json:"source_context,omitempty"`
 	// Settled is set once the copy is complete and the volume no longer
 	// depends on the source.
-	Settled     bool      `json:"settled,omitempty"`
-	State       string    `json:"state"`
-	Error       string    `json:"error,omitempty"`
-	FilesCopied int64     `json:"files_copied"`
-	FilesTotal  int64     `json:"files_total"`
-	BytesCopied int64     `json:"bytes_copied"`
-	BytesTotal  int64     `json:"bytes_total"`
-	Rate        int64     `json:"rate"`
-	ETA         string    `json:"eta"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	UpdatedAt   time.Time `json:"updated_at,omitzero"`
-	CompletedAt time.Time `json:"completed_at,omitzero"`
+	Settled     bool            `json:"settled,omitempty"`
+	State       volstatus.State `json:"state"`
+	Error       string          `json:"error,omitempty"`
+	FilesCopied int64           `json:"files_copied"`
+	FilesTotal  int64           `json:"files_total"`
+	BytesCopied int64           `json:"bytes_copied"`
+	BytesTotal  int64           `json:"bytes_total"`
+	Rate        int64           `json:"rate"`
+	ETA         string          `json:"eta"`
+	StartedAt   time.Time       `json:"started_at,omitzero"`
+	UpdatedAt   time.Time       `json:"updated_at,omitzero"`
+	CompletedAt time.Time       `json:"completed_at,omitzero"`
 }
 
-// Statuses reports the moved cargo volumes of the named containers, or of
+// Copying reports whether the volume's copy is still under way: copying
+// or stalled. The other states are final.
+func (s VolumeStatus) Copying() bool {
+	return s.State == volstatus.StateCopying || s.State == volstatus.StateStalled
+}
+
+// statuses reports the moved cargo volumes of the named containers, or of
 // every container on the engine when names is empty. Volumes that never
 // moved are left out.
-func Statuses(ctx context.Context, api client.APIClient, names []string) ([]VolumeStatus, error) {
+func statuses(ctx context.Context, api client.APIClient, names []string) ([]VolumeStatus, error) {
 	if len(names) == 0 {
 		l, err := api.ContainerList(ctx, client.ContainerListOptions{All: true})
 		if err != nil {
@@ -64,7 +72,7 @@ func Statuses(ctx context.Context, api client.APIClient, names []string) ([]Volu
 			if err != nil {
 				return nil, err
 			}
-			if s, ok := volumeStatus(strings.TrimPrefix(insp.Container.Name, "/"), m.Name, v.Volume.Status); ok {
+			if s, ok := volumeStatus(strings.TrimPrefix(insp.Container.Name, "/"), m.Name, volstatus.Parse(v.Volume.Status)); ok {
 				out = append(out, s)
 			}
 		}
@@ -72,36 +80,28 @@ func Statuses(ctx context.Context, api client.APIClient, names []string) ([]Volu
 	return out, nil
 }
 
-// volumeStatus reads a cargo volume's Status; ok is false for a volume
-// that never moved.
-func volumeStatus(ctr, vol string, st map[string]any) (VolumeStatus, bool) {
-	src, _ := st["source"].(string)
-	if src == "" {
+// volumeStatus is a cargo volume's copy; ok is false for a volume that
+// never moved.
+func volumeStatus(ctr, vol string, st volstatus.Status) (VolumeStatus, bool) {
+	if st.Source == "" {
 		return VolumeStatus{}, false
 	}
-	num := func(k string) int64 { f, _ := st[k].(float64); return int64(f) }
-	when := func(k string) time.Time {
-		s, _ := st[k].(string)
-		t, _ := time.Parse(time.RFC3339, s)
-		return t
-	}
 	s := VolumeStatus{
-		Container: ctr, Volume: vol, Source: src,
-		FilesCopied: num("files_copied"), FilesTotal: num("files_total"),
-		BytesCopied: num("bytes_copied"), BytesTotal: num("bytes_total"), Rate: num("rate"),
-		StartedAt: when("started_at"), UpdatedAt: when("updated_at"), CompletedAt: when("completed_at"),
+		Container: ctr, Volume: vol, Source: st.Source, SourceContext: st.SourceContext,
+		Settled: st.Settled, State: st.State, Error: st.Error,
+		FilesCopied: st.FilesCopied, FilesTotal: st.FilesTotal,
+		BytesCopied: st.BytesCopied, BytesTotal: st.BytesTotal, Rate: st.Rate,
+		StartedAt:   volstatus.ParseTime(st.StartedAt),
+		UpdatedAt:   volstatus.ParseTime(st.UpdatedAt),
+		CompletedAt: volstatus.ParseTime(st.CompletedAt),
 	}
-	s.State, _ = st["state"].(string)
-	s.SourceContext, _ = st["source_context"].(string)
-	s.Settled, _ = st["settled"].(bool)
-	s.Error, _ = st["error"].(string)
 	s.ETA = eta(s)
 	return s, true
 }
 
 func eta(s VolumeStatus) string {
 	switch {
-	case s.State == "complete":
+	case s.State == volstatus.StateComplete:
 		return "done"
 	case s.Rate <= 0:
 		return "-"

@@ -3,6 +3,8 @@ package migrate
 import (
 	"testing"
 	"time"
+
+	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
 
 func TestVolumeStatus(t *testing.T) {
@@ -10,7 +12,7 @@ func TestVolumeStatus(t *testing.T) {
 		name    string
 		st      map[string]any
 		ok      bool
-		state   string
+		state   volstatus.State
 		eta     string
 		copied  int64
 		started bool
@@ -24,7 +26,7 @@ func TestVolumeStatus(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, ok := volumeStatus("web", "data", tt.st)
+			s, ok := volumeStatus("web", "data", volstatus.Parse(tt.st))
 			if ok != tt.ok {
 				t.Fatalf("ok = %v", ok)
 			}

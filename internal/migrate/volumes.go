@@ -1,0 +1,52 @@
+package migrate
+
+// The volumes phase: each volume moves as an export on the source and a
+// federated cargo volume, of the same name, on the target, which copies
+// it in the background.
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/moby/moby/client"
+
+	"github.com/cargo-migrate/cargo/internal/volstatus"
+)
+
+// moveVolumes opens an export of each cargo volume on the source and
+// creates its federated twin, of the same name, on the target.
+func (m *mover) moveVolumes(ctx context.Context) (string, error) {
+	for _, p := range m.report.Mounts {
+		if p.Action != ActionFederate {
+			continue
+		}
+		ctrl := p.Name + ExportSuffix
+		opts := map[string]string{"export": p.Name, "to": m.dst.Context}
+		if p.Driver == localDriver {
+			opts["driver"] = localDriver
+		}
+		if _, err := m.src.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: ctrl, Driver: PluginName, DriverOpts: opts}); err != nil {
+			return "", fmt.Errorf("opening an export of volume %s on %s: %w", p.Name, m.src.Context, err)
+		}
+		m.exports = append(m.exports, ctrl)
+		v, err := m.src.API.VolumeInspect(ctx, ctrl, client.VolumeInspectOptions{})
+		if err != nil {
+			return "", err
+		}
+		ticket := volstatus.Parse(v.Volume.Status).Ticket
+		if ticket == "" {
+			return "", fmt.Errorf("the export of volume %s on %s has no ticket", p.Name, m.src.Context)
+		}
+		if _, err := m.dst.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: p.Name, Driver: PluginName,
+			DriverOpts: map[string]string{"from": ticket, "context": m.src.Context}}); err != nil {
+			return "", fmt.Errorf("creating volume %s on %s: %w", p.Name, m.dst.Context, err)
+		}
+		m.volumes = append(m.volumes, p.Name)
+		m.res.Volumes = append(m.res.Volumes, p.Name)
+	}
+	if len(m.volumes) == 0 {
+		return "none", nil
+	}
+	return strings.Join(m.volumes, ", ") + " (federated; copying in the background)", nil
+}
