@@ -27,6 +27,21 @@ func migrateOn(t *testing.T, h *harness.Host, args ...string) harness.Result {
 	return env.Docker(harness.Ctx(t), append([]string{"--context", h.Context, "migrate"}, args...)...)
 }
 
+// jsonLines decodes `--format json` output of a list: one object per
+// line, as `docker ps --format json` prints.
+func jsonLines(out string) ([]map[string]any, error) {
+	var rows []map[string]any
+	dec := json.NewDecoder(strings.NewReader(out))
+	for dec.More() {
+		var row map[string]any
+		if err := dec.Decode(&row); err != nil {
+			return rows, err
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
 // `docker migrate check` reports every check and changes nothing; each
 // thing that stops a move fails it with a message saying what to do.
 func TestCheck(t *testing.T) {

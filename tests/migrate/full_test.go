@@ -15,8 +15,8 @@ import (
 func statusRows(t *testing.T, h *harness.Host, ctr string) []map[string]any {
 	t.Helper()
 	r := migrateOn(t, h, "status", ctr, "--format", "json")
-	var rows []map[string]any
-	if err := json.Unmarshal([]byte(r.Stdout), &rows); err != nil || r.Err != nil {
+	rows, err := jsonLines(r.Stdout)
+	if err != nil || r.Err != nil {
 		t.Fatalf("status on %s: %v %v: %s", h.Name, r.Err, err, r.Combined())
 	}
 	return rows
@@ -43,8 +43,8 @@ func waitComplete(t *testing.T, h *harness.Host, ctr string, n int) {
 func lsRow(t *testing.T, context, ctr string) map[string]any {
 	t.Helper()
 	r := migrate(t, "ls", "--format", "json")
-	var rows []map[string]any
-	if err := json.Unmarshal([]byte(r.Stdout), &rows); err != nil || r.Err != nil {
+	rows, err := jsonLines(r.Stdout)
+	if err != nil || r.Err != nil {
 		t.Fatalf("ls: %v %v: %s", r.Err, err, r.Combined())
 	}
 	for _, row := range rows {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/tests/harness"
 )
 
@@ -77,8 +78,8 @@ func TestMove(t *testing.T) {
 	// docker migrate status on the target shows the volume's copy.
 	statusOf := func() []map[string]any {
 		r := env.Docker(harness.Ctx(t), "--context", h2.Context, "migrate", "status", web, "--format", "json")
-		var rows []map[string]any
-		if err := json.Unmarshal([]byte(r.Stdout), &rows); err != nil || r.Err != nil {
+		rows, err := jsonLines(r.Stdout)
+		if err != nil || r.Err != nil {
 			t.Fatalf("status: %v %v: %s", r.Err, err, r.Combined())
 		}
 		return rows
@@ -145,9 +146,9 @@ func rolledBack(t *testing.T, h1, h2 *harness.Host, web, vol, sum string) {
 func TestMoveRollsBack(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol, sum := startApp(t, h1)
-	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "create")
+	t.Setenv(failpoint.Env, "migrate.after-create=error")
 	r := migrate(t, web, "--to", h2.Context)
-	if r.Err == nil || !strings.Contains(r.Combined(), "failure injected after create") || !strings.Contains(r.Combined(), "rolled back: "+web+" runs on "+h1.Context+" again") {
+	if r.Err == nil || !strings.Contains(r.Combined(), "create: failure injected at migrate.after-create") || !strings.Contains(r.Combined(), "rolled back: "+web+" runs on "+h1.Context+" again") {
 		t.Fatalf("migrate: %v\n%s", r.Err, r.Combined())
 	}
 	rolledBack(t, h1, h2, web, vol, sum)
@@ -218,7 +219,7 @@ func TestMoveStopped(t *testing.T) {
 	h1.MustDocker(t, "volume", "create", "-d", "cargo", vol)
 	h1.MustDocker(t, "create", "--name", web, "-v", vol+":/data", env.Image, "sleep", "3600")
 
-	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "create")
+	t.Setenv(failpoint.Env, "migrate.after-create=error")
 	r := migrate(t, web, "--to", h2.Context)
 	if r.Err == nil || !strings.Contains(r.Combined(), "is left on "+h1.Context+" as it was") {
 		t.Fatalf("failed move: %v\n%s", r.Err, r.Combined())
@@ -232,7 +233,7 @@ func TestMoveStopped(t *testing.T) {
 		t.Fatalf("source volume still frozen: %v", st)
 	}
 
-	t.Setenv("CARGO_MIGRATE_TEST_FAIL_AFTER", "")
+	t.Setenv(failpoint.Env, "")
 	r = migrate(t, web, "--to", h2.Context)
 	if r.Err != nil || !strings.Contains(r.Stdout, "stopped as it was") {
 		t.Fatalf("move: %v\n%s", r.Err, r.Combined())
