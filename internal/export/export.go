@@ -70,7 +70,7 @@ func (e *Export) Close() error {
 func (e *Export) TokenHash() [32]byte { return e.tokenHash }
 
 // WriteManifest implements peer.Export.
-func (e *Export) WriteManifest(ctx context.Context, w io.Writer) error {
+func (e *Export) WriteManifest(_ context.Context, w io.Writer) error {
 	_, err := w.Write(e.encoded)
 	return err
 }
@@ -78,7 +78,7 @@ func (e *Export) WriteManifest(ctx context.Context, w io.Writer) error {
 // Open implements peer.Export: the target names files by manifest index,
 // never by path, and the file is opened beneath the volume's root, which
 // no symlink or ".." can leave.
-func (e *Export) Open(ctx context.Context, index int) (peer.File, error) {
+func (e *Export) Open(_ context.Context, index int) (peer.File, error) {
 	if index < 0 || index >= len(e.m.Entries) {
 		return nil, fmt.Errorf("no entry %d", index)
 	}
@@ -131,7 +131,7 @@ func (f file) Size() int64 { return f.size }
 
 // Complete implements peer.Export. Clients retry, so a repeated report
 // succeeds, and a failed one runs again.
-func (e *Export) Complete(ctx context.Context, report string) error {
+func (e *Export) Complete(_ context.Context, report string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.completed {

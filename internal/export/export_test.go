@@ -12,12 +12,19 @@ import (
 	"github.com/cargo-migrate/cargo/internal/peer"
 )
 
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestExportServesFilesByIndexOnly(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "sub"), 0o755)
-	os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("hello"), 0o644)
-	os.Symlink("/etc/passwd", filepath.Join(dir, "escape"))
-	os.WriteFile(filepath.Join(dir, "grows"), []byte("x"), 0o644)
+	must(t, os.MkdirAll(filepath.Join(dir, "sub"), 0o755))
+	must(t, os.WriteFile(filepath.Join(dir, "sub", "f"), []byte("hello"), 0o644))
+	must(t, os.Symlink("/etc/passwd", filepath.Join(dir, "escape")))
+	must(t, os.WriteFile(filepath.Join(dir, "grows"), []byte("x"), 0o644))
 
 	calls := 0
 	fail := true
@@ -57,7 +64,7 @@ func TestExportServesFilesByIndexOnly(t *testing.T) {
 	}
 	f.Close()
 
-	os.WriteFile(filepath.Join(dir, "grows"), []byte("xyz"), 0o644)
+	must(t, os.WriteFile(filepath.Join(dir, "grows"), []byte("xyz"), 0o644))
 	for _, tt := range []struct {
 		name  string
 		index int

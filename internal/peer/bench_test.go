@@ -33,7 +33,7 @@ func benchBatchSmallFiles(b *testing.B, forceHTTP1 bool) {
 	b.ResetTimer()
 	cpu := startCPU()
 	for b.Loop() {
-		err := c.Batch(ctx, indexes, func(index int, size int64, rd io.Reader) error {
+		err := c.Batch(ctx, indexes, func(_ int, _ int64, rd io.Reader) error {
 			_, err := io.CopyBuffer(io.Discard, rd, buf)
 			return err
 		})

@@ -66,7 +66,7 @@ type memExport struct {
 
 func (e *memExport) TokenHash() [32]byte { return e.hash }
 
-func (e *memExport) WriteManifest(ctx context.Context, w io.Writer) error {
+func (e *memExport) WriteManifest(_ context.Context, w io.Writer) error {
 	if e.manifest == nil {
 		return errors.New("manifest not ready")
 	}
@@ -88,7 +88,7 @@ func (e *memExport) Open(ctx context.Context, index int) (File, error) {
 	return &memFile{data: e.files[index], claimSize: e.shrunk[index], closed: &e.closed}, nil
 }
 
-func (e *memExport) Complete(ctx context.Context, report string) error {
+func (e *memExport) Complete(_ context.Context, report string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.reports = append(e.reports, report)
@@ -248,7 +248,7 @@ func (c *cutConn) Write(p []byte) (int, error) {
 		n, _ := c.Conn.Write(p[:c.left])
 		c.left = 0
 		c.cuts.Add(1)
-		c.Conn.Close()
+		c.Close()
 		return n, net.ErrClosed
 	}
 	n, err := c.Conn.Write(p)

@@ -91,7 +91,7 @@ func TestServerRestartKeepsFingerprint(t *testing.T) {
 		}
 		srv := NewServer(exports, id, ServerOptions{}, nil)
 		l := listen(t)
-		go srv.Serve(l)
+		go func() { _ = srv.Serve(l) }() // returns once srv is closed
 		return l.Addr().String(), id.Fingerprint(), func() { srv.Close() }
 	}
 	addr1, fp1, stop1 := run()

@@ -447,7 +447,7 @@ func TestBatch(t *testing.T) {
 
 	t.Run("error frame and the rest still arrive", func(t *testing.T) {
 		var got []int
-		err := c.Batch(ctx, []int{499, 500, 501, 5000}, func(index int, size int64, rd io.Reader) error {
+		err := c.Batch(ctx, []int{499, 500, 501, 5000}, func(index int, _ int64, rd io.Reader) error {
 			b, _ := io.ReadAll(rd)
 			if !bytes.Equal(b, files[index]) {
 				return fmt.Errorf("file %d: content mismatch", index)
@@ -484,7 +484,7 @@ func TestBatch(t *testing.T) {
 
 	t.Run("fn error stops the batch", func(t *testing.T) {
 		boom := errors.New("disk full")
-		err := c.Batch(ctx, []int{1, 2, 3}, func(index int, size int64, rd io.Reader) error {
+		err := c.Batch(ctx, []int{1, 2, 3}, func(index int, _ int64, _ io.Reader) error {
 			if index == 2 {
 				return boom
 			}
@@ -513,7 +513,7 @@ func TestBatch(t *testing.T) {
 			indexes[i] = i % 10
 		}
 		n := 0
-		err := c.Batch(ctx, indexes, func(index int, size int64, rd io.Reader) error {
+		err := c.Batch(ctx, indexes, func(index int, _ int64, _ io.Reader) error {
 			if index != indexes[n] {
 				return fmt.Errorf("got %d at %d", index, n)
 			}
@@ -564,7 +564,7 @@ func postRaw(t *testing.T, ts *testServer, token, path, body string) *http.Respo
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body)
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp
 }
@@ -606,7 +606,7 @@ func testShrunkFileAbortsStream(t *testing.T, forceHTTP1 bool) {
 	ctx := context.Background()
 
 	var got []int
-	err := c.Batch(ctx, []int{0, 1, 2}, func(index int, size int64, rd io.Reader) error {
+	err := c.Batch(ctx, []int{0, 1, 2}, func(index int, _ int64, rd io.Reader) error {
 		if _, err := io.Copy(io.Discard, rd); err != nil {
 			return err
 		}
@@ -657,7 +657,7 @@ func testReadRangeResumesBrokenBody(t *testing.T, forceHTTP1 bool) {
 			})
 			var retries atomic.Int64
 			c := newTestClient(t, ts.ticket("e1", token), ClientOptions{
-				RetryMax: 3, ForceHTTP1: forceHTTP1, OnRetry: func(err error) { retries.Add(1) }})
+				RetryMax: 3, ForceHTTP1: forceHTTP1, OnRetry: func(error) { retries.Add(1) }})
 			var buf bytes.Buffer
 			n, err := c.ReadRange(context.Background(), 0, tc.off, tc.n, &buf)
 			if err != nil {
@@ -682,7 +682,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	exp, token := newMemExport(t, [][]byte{[]byte("slow"), []byte("fast")})
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	exp.openHook = func(ctx context.Context, index int) {
+	exp.openHook = func(_ context.Context, index int) {
 		if index == 0 {
 			close(entered)
 			<-release
@@ -739,7 +739,7 @@ func TestConcurrencyLimit(t *testing.T) {
 
 func TestContextCancel(t *testing.T) {
 	exp, token := newMemExport(t, [][]byte{[]byte("x")})
-	exp.openHook = func(ctx context.Context, index int) { <-ctx.Done() }
+	exp.openHook = func(ctx context.Context, _ int) { <-ctx.Done() }
 	ts := startServer(t, memExports{"e1": exp}, ServerOptions{}, nil)
 	c := newTestClient(t, ts.ticket("e1", token), ClientOptions{})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -769,7 +769,7 @@ func testBatchBrokenConnection(t *testing.T, forceHTTP1 bool) {
 	ctx := context.Background()
 
 	delivered := map[int]bool{}
-	fn := func(index int, size int64, rd io.Reader) error {
+	fn := func(index int, _ int64, rd io.Reader) error {
 		b, err := io.ReadAll(rd)
 		if err != nil {
 			return err

@@ -123,7 +123,7 @@ func ParseTicket(s string) (Ticket, error) {
 	}
 	fp, ok := strings.CutPrefix(query, "fp=")
 	if !ok {
-		return Ticket{}, errors.New("invalid cargo ticket: the only query parameter must be fp=sha256:...")
+		return Ticket{}, errors.New("invalid cargo ticket: the only query parameter must be fp=sha256:... (the certificate fingerprint)")
 	}
 	t := Ticket{Addr: addr, ExportID: id, Token: token, Fingerprint: fp}
 	if err := t.Validate(); err != nil {
