@@ -50,3 +50,15 @@ func TestLayerPlan(t *testing.T) {
 		})
 	}
 }
+
+func TestMountPath(t *testing.T) {
+	dests := []string{"/data", "/run/app/cache"}
+	for p, want := range map[string]bool{
+		"/data": true, "/run": true, "/run/app": true, "/run/app/cache": true,
+		"/data2": false, "/etc": false, "/run/other": false, "/": true,
+	} {
+		if got := mountPath(p, dests); got != want {
+			t.Errorf("mountPath(%q) = %v, want %v", p, got, want)
+		}
+	}
+}

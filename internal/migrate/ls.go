@@ -56,10 +56,12 @@ type ContainerRow struct {
 
 // The words of ContainerRow.Progress, besides a percentage.
 const (
-	ProgressComplete = "complete"
+	// ProgressComplete: every volume's copy is complete.
+	ProgressComplete = string(volstatus.StateComplete)
 	// ProgressLocal: every file is local, the source no longer needed.
-	ProgressLocal  = "complete, local"
-	ProgressFailed = "failed"
+	ProgressLocal = ProgressComplete + ", local"
+	// ProgressFailed: a volume's copy failed.
+	ProgressFailed = string(volstatus.StateFailed)
 	// ProgressCopied: a moved-out container whose target has every file;
 	// only its failover is left.
 	ProgressCopied = "copied"

@@ -1,67 +1,43 @@
+//go:build failpoints
+
 package migrate
 
 import (
-	"github.com/moby/moby/api/types/mount"
-	"slices"
+	"context"
+	"errors"
 	"strings"
 	"testing"
 
-	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
-	"github.com/moby/moby/api/types/container"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 )
 
-func TestMountPath(t *testing.T) {
-	dests := []string{"/data", "/run/app/cache"}
-	for p, want := range map[string]bool{
-		"/data": true, "/run": true, "/run/app": true, "/run/app/cache": true,
-		"/data2": false, "/etc": false, "/run/other": false, "/": true,
-	} {
-		if got := mountPath(p, dests); got != want {
-			t.Errorf("mountPath(%q) = %v, want %v", p, got, want)
-		}
-	}
-}
+// heard records what a move's Progress hears.
+type heard []string
 
-func TestWithoutImageDefaults(t *testing.T) {
-	img := &dockerspec.DockerOCIImageConfig{ImageConfig: ocispec.ImageConfig{
-		Cmd: []string{"sh"}, Entrypoint: []string{"/init"}, WorkingDir: "/app", User: "app",
-		Env: []string{"PATH=/bin", "LANG=C"}, Labels: map[string]string{"maintainer": "x", "tier": "img"},
-	}}
-	cfg := &container.Config{
-		Cmd: []string{"sh"}, Entrypoint: []string{"/init"}, WorkingDir: "/srv", User: "app",
-		Env:    []string{"PATH=/bin", "LANG=C", "APP_MODE=prod"},
-		Labels: map[string]string{"maintainer": "x", "tier": "front"},
-	}
-	withoutImageDefaults(cfg, img)
-	if cfg.Cmd != nil || cfg.Entrypoint != nil || cfg.User != "" {
-		t.Errorf("image defaults kept: %+v", cfg)
-	}
-	if cfg.WorkingDir != "/srv" || !slices.Equal(cfg.Env, []string{"APP_MODE=prod"}) || len(cfg.Labels) != 1 || cfg.Labels["tier"] != "front" {
-		t.Errorf("overrides lost: %+v", cfg)
-	}
-}
+func (h *heard) PhaseStarted(name string) { *h = append(*h, "start "+name) }
+func (h *heard) PhaseDone(p Phase)        { *h = append(*h, "done "+p.Name) }
 
-func TestRetargetVolumes(t *testing.T) {
-	anon := strings.Repeat("ab", 32)
-	hc := &container.HostConfig{
-		VolumeDriver: "local",
-		Binds:        []string{"cache:/cache", "data:/data:ro"},
-		Mounts: []mount.Mount{
-			{Type: mount.TypeVolume, Source: "logs", Target: "/logs", VolumeOptions: &mount.VolumeOptions{DriverConfig: &mount.Driver{Name: "local"}}},
-			{Type: mount.TypeVolume, Target: "/spool"},
-		},
+// A failpoint after a phase fails the move there: the phase counts as
+// failed, and the next one does not run.
+func TestPhaseFailpoint(t *testing.T) {
+	defer failpoint.Set("migrate.after-create", "error")()
+	var h heard
+	m := &mover{opts: MoveOptions{Progress: &h}, res: &Result{}}
+	ran := map[string]bool{}
+	do := func(name string) step {
+		return step{name, func(context.Context) (string, error) { ran[name] = true; return name + " done", nil }}
 	}
-	retargetVolumes(hc, []MountPlan{
-		{Action: "federate", Name: "cache", Driver: "local", Destination: "/cache"},
-		{Action: "federate", Name: "logs", Driver: "local", Destination: "/logs"},
-		{Action: "federate", Name: anon, Driver: "local", Destination: "/spool", Anonymous: true},
-		{Action: "federate", Name: anon + "x", Driver: "local", Destination: "/var/lib/app", Anonymous: true},
-	})
-	if hc.VolumeDriver != "" || hc.Mounts[0].VolumeOptions.DriverConfig != nil || hc.Mounts[1].Source != anon {
-		t.Errorf("mounts not retargeted: %+v", hc)
+	err := m.phases(context.Background(), do("volumes"), do("create"), do("start"))
+	if !errors.Is(err, failpoint.ErrInjected) || !strings.HasPrefix(err.Error(), "create: failure injected at migrate.after-create") {
+		t.Fatalf("phases = %v", err)
 	}
-	if want := []string{"cache:/cache", "data:/data:ro", anon + "x:/var/lib/app"}; !slices.Equal(hc.Binds, want) {
-		t.Errorf("binds %v, want %v", hc.Binds, want)
+	if !ran["create"] || ran["start"] {
+		t.Errorf("ran %v: want create run, start not", ran)
+	}
+	if got := strings.Join(h, ", "); got != "start volumes, done volumes, start create" {
+		t.Errorf("progress heard %q", got)
+	}
+	if len(m.res.Phases) != 1 || m.res.Phases[0].Name != "volumes" || m.res.Phases[0].Detail != "volumes done" {
+		t.Errorf("phases %+v", m.res.Phases)
 	}
 }

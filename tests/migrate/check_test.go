@@ -99,13 +99,13 @@ func TestCheck(t *testing.T) {
 			t.Cleanup(func() { env.Docker(harness.Ctx(t), "context", "rm", "-f", "t-nowhere") })
 			return []string{"check", web, "--to", "t-nowhere"}
 		}, []string{`cannot reach the engine of docker context "t-nowhere"`}},
-		{"no such context", func(t *testing.T) []string {
+		{"no such context", func(*testing.T) []string {
 			return []string{"check", web, "--to", "t-missing"}
 		}, []string{`docker context "t-missing" not found`}},
-		{"no such container", func(t *testing.T) []string {
+		{"no such container", func(*testing.T) []string {
 			return []string{"check", "t-no-such-container", "--to", h2.Context}
 		}, []string{`no container "t-no-such-container"`}},
-		{"--to is required", func(t *testing.T) []string { return []string{"check", web} }, []string{`"to" not set`}},
+		{"--to is required", func(*testing.T) []string { return []string{"check", web} }, []string{`"to" not set`}},
 	}
 	for _, tt := range fails {
 		t.Run(tt.name, func(t *testing.T) {

@@ -85,7 +85,7 @@ func TestMoveInterrupted(t *testing.T) {
 			t.Fatalf("the interrupted move succeeded:\n%s", out.String())
 		}
 	case <-time.After(2 * time.Minute):
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		t.Fatalf("the interrupted move did not end:\n%s", out.String())
 	}
 	if !strings.Contains(out.String(), "rolled back") {

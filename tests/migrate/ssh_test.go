@@ -72,8 +72,8 @@ PidFile %s/sshd.pid
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		sshd.Process.Kill()
-		sshd.Wait()
+		_ = sshd.Process.Kill()
+		_ = sshd.Wait() // killed: its error says so
 	})
 
 	context = env.Prefix + "-" + h.Name + "-ssh"
@@ -100,7 +100,7 @@ func TestMoveOverSSH(t *testing.T) {
 	}
 	harness.Eventually(t, 30*time.Second, "h2's engine answers over ssh", func() error {
 		if r := onH1("--context", target, "version", "-f", "{{.Server.Version}}"); r.Err != nil {
-			return fmt.Errorf("%v: %s", r.Err, r.Stderr)
+			return fmt.Errorf("%w: %s", r.Err, r.Stderr)
 		}
 		return nil
 	})
