@@ -25,7 +25,9 @@ func BenchmarkCopySmallFiles(b *testing.B) {
 	var total int64
 	for i := range files {
 		d := filepath.Join(src, fmt.Sprintf("d%d", i/1000))
-		os.MkdirAll(d, 0o755)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			b.Fatal(err)
+		}
 		size := 1024 + (i*7919)%7168
 		total += int64(size)
 		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%d", i)), make([]byte, size), 0o644); err != nil {
@@ -48,7 +50,7 @@ func BenchmarkCopySmallFiles(b *testing.B) {
 		b.Fatal(err)
 	}
 	srv := peer.NewServer(reg, id, peer.ServerOptions{}, nil)
-	go srv.Serve(l)
+	go func() { _ = srv.Serve(l) }() // ends with srv.Close
 	defer srv.Close()
 	ticket := peer.Ticket{Addr: l.Addr().String(), ExportID: "bench", Token: token, Fingerprint: id.Fingerprint()}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -62,7 +62,7 @@ func (f *fakeSource) fail() error {
 	return nil
 }
 
-func (f *fakeSource) Batch(ctx context.Context, idx []int, fn func(int, int64, io.Reader) error) error {
+func (f *fakeSource) Batch(_ context.Context, idx []int, fn func(int, int64, io.Reader) error) error {
 	if f.gate != nil {
 		<-f.gate
 	}
@@ -81,7 +81,7 @@ func (f *fakeSource) Batch(ctx context.Context, idx []int, fn func(int, int64, i
 	return nil
 }
 
-func (f *fakeSource) ReadRange(ctx context.Context, i int, off, n int64, w io.Writer) (int64, error) {
+func (f *fakeSource) ReadRange(_ context.Context, i int, off, n int64, w io.Writer) (int64, error) {
 	if err := f.fail(); err != nil {
 		return 0, err
 	}
@@ -93,7 +93,7 @@ func (f *fakeSource) ReadRange(ctx context.Context, i int, off, n int64, w io.Wr
 	return int64(m), err
 }
 
-func (f *fakeSource) Complete(ctx context.Context, report string) error {
+func (f *fakeSource) Complete(context.Context, string) error {
 	if err := f.fail(); err != nil {
 		return err
 	}
@@ -223,7 +223,7 @@ func TestOnDemandReadsAreNotFetchedAgain(t *testing.T) {
 	}
 	// Reading the end of the file reports EOF with the bytes.
 	n, err = c.ReadAt(ctx, big, make([]byte, 100), int64(len(f.src.content[big]))-5)
-	if n != 5 || err != io.EOF {
+	if n != 5 || !errors.Is(err, io.EOF) {
 		t.Fatalf("read at end: %d %v", n, err)
 	}
 	// A small file, through its hard link.
@@ -314,23 +314,23 @@ func TestBackgroundYieldsToReads(t *testing.T) {
 	}()
 	// Wait until the read registered its demand.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		c.demandMu.Lock()
-		d := c.demand
-		c.demandMu.Unlock()
+		c.demand.mu.Lock()
+		d := c.demand.n
+		c.demand.mu.Unlock()
 		if d == 1 {
 			break
 		}
 		time.Sleep(time.Millisecond)
 	}
-	c.demandMu.Lock()
-	if c.demand != 1 {
+	c.demand.mu.Lock()
+	if c.demand.n != 1 {
 		t.Fatal("the read never registered as on-demand")
 	}
-	c.demandMu.Unlock()
+	c.demand.mu.Unlock()
 	runDone := make(chan error, 1)
 	go func() { runDone <- c.Run(context.Background()) }()
 	close(gate)
-	if err := <-readDone; err != nil && err != io.EOF {
+	if err := <-readDone; err != nil && !errors.Is(err, io.EOF) {
 		t.Fatal(err)
 	}
 	if err := <-runDone; err != nil {

@@ -1,0 +1,160 @@
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cargo-migrate/cargo/internal/replica"
+)
+
+// Run copies everything not yet local, then finishes the replica and tells
+// the source. It returns when the copy is complete, when ctx ends or the
+// copier is closed, or when the source refuses for good.
+func (c *Copier) Run(ctx context.Context) error {
+	if c.finished.Load() {
+		return nil
+	}
+	ctx, end, err := c.life.begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer end()
+	if err := c.retry(ctx, "creating directories and links", c.rep.Skeleton); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(c.opts.Workers)
+	err = c.plan(gctx, g)
+	if werr := g.Wait(); werr != nil {
+		return werr
+	}
+	if err != nil {
+		return err
+	}
+	return c.finish(ctx)
+}
+
+// plan hands out batches of small files and chunks of large ones to g's
+// workers, in manifest order, skipping what on-demand reads already
+// fetched.
+func (c *Copier) plan(ctx context.Context, g *errgroup.Group) error {
+	send := func(job func() error) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		g.Go(job) // waits for a free worker
+		return nil
+	}
+	var batch []int
+	var batchBytes int64
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		b := batch
+		batch, batchBytes = nil, 0
+		return send(func() error {
+			return c.background(ctx, "copying files", func() error { return c.fetchBatch(ctx, b) })
+		})
+	}
+	for i := 0; i < c.rep.Len(); i++ {
+		e := c.rep.Entry(i)
+		if !replica.HasContent(e) || c.rep.Done(i) {
+			continue
+		}
+		if e.Size < replica.LargeFile {
+			batch = append(batch, i)
+			batchBytes += e.Size
+			if len(batch) >= c.opts.BatchFiles || batchBytes >= c.opts.BatchBytes {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		p, err := c.rep.Partial(i)
+		if errors.Is(err, replica.ErrFinished) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		for _, ch := range p.Missing() {
+			if err := send(func() error {
+				return c.background(ctx, "copying "+e.Path, func() error { return c.fetchChunk(ctx, c.src, i, ch) })
+			}); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// background runs one background fetch after on-demand fetches are done,
+// retrying until it succeeds.
+func (c *Copier) background(ctx context.Context, what string, fetch func() error) error {
+	if err := c.demand.wait(ctx); err != nil {
+		return err
+	}
+	return c.retry(ctx, what, fetch)
+}
+
+// retry runs op until it succeeds, with backoff, showing the copy as
+// stalled while it fails. A permanent error fails the copy.
+func (c *Copier) retry(ctx context.Context, what string, op func() error) error {
+	backoff := 200 * time.Millisecond
+	for {
+		err := op()
+		if err == nil {
+			c.status.set(StateCopying, nil)
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if c.opts.Permanent(err) {
+			if c.rep.Complete() {
+				return err // finish decides; nothing is missing
+			}
+			c.status.set(StateFailed, fmt.Errorf("%s: %w", what, err))
+			return err
+		}
+		c.status.set(StateStalled, fmt.Errorf("%s: %w", what, err))
+		c.log.Warn("copy stalled; retrying", "what", what, "error", err, "in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (c *Copier) finish(ctx context.Context) error {
+	if err := c.retry(ctx, "finishing the replica", c.rep.Finish); err != nil {
+		return err
+	}
+	files, bytes := c.rep.Totals()
+	report := fmt.Sprintf("%d files, %d bytes", files, bytes)
+	err := c.retry(ctx, "telling the source the copy is complete", func() error {
+		return c.src.Complete(ctx, report)
+	})
+	switch {
+	case err != nil && ctx.Err() == nil && c.opts.Permanent(err):
+		// The export is gone: the source released it (an earlier report
+		// got through) or it was aborted. Either way every byte is here.
+		c.log.Info("the source no longer serves the export; the copy is complete", "error", err)
+	case err != nil:
+		return err
+	}
+	c.status.complete()
+	if c.finished.CompareAndSwap(false, true) {
+		close(c.done)
+	}
+	c.log.Info("copy complete", "files", files, "bytes", bytes)
+	return nil
+}
