@@ -75,9 +75,11 @@ type Host struct {
 	Version     string `json:"version"`
 	Advertise   string `json:"advertise"`
 	Fingerprint string `json:"fingerprint"`
-	FreeBytes   int64  `json:"free_bytes,omitempty"`
-	TotalBytes  int64  `json:"total_bytes,omitempty"`
-	Error       string `json:"error,omitempty"`
+	// FreeBytes and TotalBytes are left out when they could not be
+	// measured (Error says why): a full disk still says 0.
+	FreeBytes  int64  `json:"free_bytes"`
+	TotalBytes int64  `json:"total_bytes"`
+	Error      string `json:"error,omitempty"`
 }
 
 // Time formats t as the Status carries times: RFC 3339 in UTC with
@@ -118,7 +120,14 @@ func (s Status) Map() map[string]any {
 }
 
 // Map is the host facts as the volume API carries them.
-func (h Host) Map() map[string]any { return toMap(h) }
+func (h Host) Map() map[string]any {
+	m := toMap(h)
+	if h.Error != "" {
+		delete(m, "free_bytes")
+		delete(m, "total_bytes")
+	}
+	return m
+}
 
 // Parse reads a volume's Status as the engine API returned it (numbers
 // arrive as float64). Unknown keys are ignored, missing ones left zero.

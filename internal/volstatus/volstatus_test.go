@@ -61,3 +61,14 @@ func TestParseAfterTheWire(t *testing.T) {
 		t.Errorf("ParseHost = %+v", h)
 	}
 }
+
+func TestHostFullDisk(t *testing.T) {
+	m := Host{Version: "v1", FreeBytes: 0, TotalBytes: 1 << 30}.Map()
+	if v, ok := m["free_bytes"]; !ok || v != float64(0) {
+		t.Errorf("a full disk: free_bytes = %v (present %v), want 0", v, ok)
+	}
+	m = Host{Version: "v1", Error: "measuring free space: EIO"}.Map()
+	if _, ok := m["free_bytes"]; ok {
+		t.Errorf("unmeasured space: free_bytes present: %v", m)
+	}
+}
