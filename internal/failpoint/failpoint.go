@@ -5,7 +5,8 @@
 // "replica.after-rename"). Release builds compile every point out: Inject
 // is an empty function. Builds with the tag "failpoints" (make test's)
 // read what each point does from the environment variable
-// CARGO_FAILPOINTS and from the file named by CARGO_FAILPOINTS_FILE,
+// CARGO_FAILPOINTS and from the file named by CARGO_FAILPOINTS_FILE (or
+// given to UseFile),
 // re-read whenever it changes, so a test can arm a point in a process that
 // is already running:
 //

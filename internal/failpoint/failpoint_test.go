@@ -68,8 +68,7 @@ func TestSetAndInject(t *testing.T) {
 
 func TestFileCountAndPause(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "failpoints")
-	t.Setenv(FileEnv, path)
-	armed.Store(true)
+	UseFile(path)
 	if err := os.WriteFile(path, []byte("test.file=1*error\ntest.pause=pause\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}

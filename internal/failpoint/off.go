@@ -8,6 +8,9 @@ const Enabled = false
 // Inject is compiled out of release builds.
 func Inject(string) error { return nil }
 
+// UseFile does nothing without failpoints.
+func UseFile(string) {}
+
 // Set needs a failpoints build; without one it panics, so a test that
 // relies on a point cannot pass by accident.
 func Set(string, string) func() { panic(errNotBuilt) }

@@ -18,6 +18,7 @@ var (
 	mu       sync.Mutex
 	fromEnv  map[string]action
 	fromFile map[string]action
+	filePath string
 	fileMod  time.Time
 	fileSize int64
 	funcs    = map[string]func() error{}
@@ -35,7 +36,20 @@ func init() {
 		}
 		fromEnv = m
 	}
-	armed.Store(len(fromEnv) > 0 || os.Getenv(FileEnv) != "")
+	filePath = os.Getenv(FileEnv)
+	armed.Store(len(fromEnv) > 0 || filePath != "")
+}
+
+// UseFile makes the process read its points from path (re-read whenever
+// it changes), unless CARGO_FAILPOINTS_FILE names another file. A daemon
+// calls it with a path in its own state, where a test can write.
+func UseFile(path string) {
+	mu.Lock()
+	defer mu.Unlock()
+	if filePath == "" {
+		filePath = path
+		armed.Store(true)
+	}
 }
 
 // Inject runs the action set for the point name.
@@ -99,7 +113,7 @@ func hitsUndo(name string) {
 // reloadFile re-reads CARGO_FAILPOINTS_FILE when it changed; a missing
 // file sets nothing. Called with mu held.
 func reloadFile() {
-	path := os.Getenv(FileEnv)
+	path := filePath
 	if path == "" {
 		return
 	}
