@@ -61,8 +61,9 @@ func lowerVersion(a, b string) string {
 
 func versionLess(a, b string) bool {
 	var am, an, bm, bn int
-	fmt.Sscanf(a, "%d.%d", &am, &an)
-	fmt.Sscanf(b, "%d.%d", &bm, &bn)
+	// An unparsable version reads as 0.0, the oldest.
+	_, _ = fmt.Sscanf(a, "%d.%d", &am, &an)
+	_, _ = fmt.Sscanf(b, "%d.%d", &bm, &bn)
 	return am < bm || am == bm && an < bn
 }
 
