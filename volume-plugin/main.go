@@ -18,6 +18,7 @@ import (
 
 	"github.com/cargo-migrate/cargo/internal/driver"
 	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/pluginenv"
 	"github.com/cargo-migrate/cargo/internal/state"
@@ -50,6 +51,14 @@ func run() error {
 	slog.SetDefault(log)
 	log.Info("starting cargo volume plugin", "version", version.Version,
 		"listen", cfg.ListenAddr, "advertise", cfg.AdvertiseAddr, "advertise_from", cfg.AdvertiseSource)
+	if cfg.LegacyState {
+		log.Warn("the state mount is the host's whole plugins directory, which shows this plugin every other plugin's files; "+
+			"mount only cargo's: docker plugin disable cargo; docker plugin set cargo state.source=<the current source>/cargo; docker plugin enable cargo",
+			"state", cfg.StateDir)
+	}
+	// Tests arm failpoints of the running plugin by writing this file on
+	// the host; a release build has no failpoints and ignores it.
+	failpoint.UseFile(filepath.Join(cfg.StateDir, "failpoints"))
 
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
@@ -62,6 +71,9 @@ func run() error {
 		return err
 	}
 	exports := export.NewRegistry()
+	// New returns at once and recovers the volumes in the background: the
+	// engine gives a restarted plugin only a few seconds to open its
+	// socket, and disables it after.
 	d, err := driver.New(driver.Config{
 		Store: store, MountDir: cfg.MountDir, RunDir: cfg.RunDir, Mounter: driver.HostMounter{}, Log: log,
 		Exports: exports, Advertise: cfg.AdvertiseAddr, Fingerprint: id.Fingerprint(), Passthrough: true,
@@ -71,11 +83,6 @@ func run() error {
 		return err
 	}
 	defer d.Close()
-	peerL, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("the peer service cannot listen on LISTEN_ADDR=%s: %w", cfg.ListenAddr, err)
-	}
-	srv := peer.NewServer(exports, id, peer.ServerOptions{}, log)
 	l, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err
@@ -86,9 +93,26 @@ func run() error {
 	defer stop()
 	errc := make(chan error, 2)
 	go func() { errc <- h.Serve(l) }()
-	go func() { errc <- fmt.Errorf("peer service: %w", srv.Serve(peerL)) }()
-	log.Info("serving the volume plugin API and the peer service", "socket", cfg.Socket,
-		"peer", cfg.ListenAddr, "fingerprint", id.Fingerprint())
+	log.Info("serving the volume plugin API", "socket", cfg.Socket)
+
+	// The peer service listens once the open exports are served again: a
+	// target asking for one before would be told it is gone, which ends
+	// its copy; refused connections it retries.
+	srv := peer.NewServer(exports, id, peer.ServerOptions{}, log)
+	go func() {
+		select {
+		case <-d.ExportsServed():
+		case <-ctx.Done():
+			return
+		}
+		peerL, err := net.Listen("tcp", cfg.ListenAddr)
+		if err != nil {
+			errc <- fmt.Errorf("the peer service cannot listen on LISTEN_ADDR=%s: %w", cfg.ListenAddr, err)
+			return
+		}
+		log.Info("serving the peer service", "peer", cfg.ListenAddr, "fingerprint", id.Fingerprint())
+		errc <- fmt.Errorf("peer service: %w", srv.Serve(peerL))
+	}()
 	select {
 	case err := <-errc:
 		return err

@@ -5,6 +5,7 @@
 package driver
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -26,13 +27,13 @@ import (
 // Locking follows moby's local driver. Each volume has its own lock
 // (locks), held for the whole of an operation on that volume, slow parts
 // included: fetching a manifest from the peer, walking a tree for an
-// export, settling, unmounting. Operations on one volume are serialized;
-// they never wait for another volume's. An operation on two volumes (an
-// export volume and the cargo volume it exports) takes both locks at once,
-// in name order (lockVolume, volumeLocks.lockPair). mu guards the maps
-// below and is held only to read or replace an entry, never across I/O
-// and never while waiting for a volume lock, so Get, List and Path answer
-// at once whatever else runs.
+// export, settling, unmounting, recovering after a restart. Operations on
+// one volume are serialized; they never wait for another volume's. An
+// operation on two volumes (an export volume and the cargo volume it
+// exports) takes both locks at once, in name order (lockVolume,
+// volumeLocks.lockPair). mu guards the maps below and is held only to read
+// or replace an entry, never across I/O and never while waiting for a
+// volume lock, so Get, List and Path answer at once whatever else runs.
 //
 // A volume's record in vols, its federation in feds and the exports of
 // it change only under that volume's lock; records are never changed in
@@ -46,9 +47,15 @@ type Driver struct {
 	cfg      Config
 
 	locks volumeLocks
-	// started is closed when New is done: background copies wait for it
-	// before they touch the driver, so New runs alone.
-	started chan struct{}
+	// ctx ends when Close begins; background work checks it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// recovery counts the recovery goroutines, copies the copy goroutines;
+	// Close waits for both.
+	recovery, copies sync.WaitGroup
+	// recovered is closed once every volume has been through its recovery,
+	// exportsServed once every open export is served again (or failed).
+	recovered, exportsServed chan struct{}
 
 	mu   sync.Mutex
 	vols map[string]*state.Volume
@@ -58,8 +65,18 @@ type Driver struct {
 	feds map[string]*federation
 	// exports holds open exports by export volume name.
 	exports map[string]*openExport
+	// recovering holds, for each volume not yet recovered after the start,
+	// a channel closed once it is: operations on it wait for that.
+	recovering map[string]chan struct{}
+	// failed holds the volumes whose recovery, or settling, failed: they
+	// show the error and are retried on their next mount; nothing else
+	// waits for them.
+	failed map[string]*failure
+	// staleMounts holds the federated volumes whose mountpoint still holds the
+	// overlay a previous plugin process mounted, which containers use: no
+	// other overlay may be mounted on its upper layer until they let go.
+	staleMounts map[string]bool
 }
-
 // Config is what the driver is built from.
 type Config struct {
 	Store *state.Store
@@ -83,12 +100,14 @@ type Config struct {
 
 var _ volume.Driver = (*Driver)(nil)
 
-// New loads the volumes from the store and brings the mount table in line
-// with them: volumes that hold mount references are mounted, nothing else
-// is; open exports are served again and unfinished copies resume.
-//
-// New takes no volume locks: the sockets are served only once it returns,
-// and the copies it resumes wait for it (started).
+// New loads the volume records and returns at once: the plugin must
+// answer the engine within a second of its start, however many volumes
+// and files it holds. Everything slow happens afterwards in the background,
+// volume by volume (see recovery.go): resuming copies and settles,
+// bringing the mount table in line with the records, serving open exports
+// again. A volume that cannot be recovered is failed alone (its Status
+// says why and what to do); New fails only when the state directory
+// itself cannot be read.
 func New(cfg Config) (*Driver, error) {
 	store, log := cfg.Store, cfg.Log
 	for _, dir := range []string{cfg.MountDir, cfg.RunDir} {
@@ -100,30 +119,39 @@ func New(cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range res.Swept {
-		log.Info("swept leftovers of an interrupted create or remove", "volume", n)
-	}
 	for _, n := range res.Repaired {
 		log.Warn("volume record was unreadable and has been rebuilt; its options are reset", "volume", n)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{store: store, mountDir: cfg.MountDir, runDir: cfg.RunDir, mnt: cfg.Mounter, log: log, cfg: cfg,
-		started: make(chan struct{}), vols: res.Volumes, creating: map[string]bool{},
-		feds: map[string]*federation{}, exports: map[string]*openExport{}}
-	defer close(d.started)
-	if err := d.resume(); err != nil {
-		return nil, err
+		ctx: ctx, cancel: cancel, recovered: make(chan struct{}), exportsServed: make(chan struct{}),
+		vols: res.Volumes, creating: map[string]bool{}, feds: map[string]*federation{}, exports: map[string]*openExport{},
+		recovering: map[string]chan struct{}{}, failed: map[string]*failure{}, staleMounts: map[string]bool{}}
+	for n, err := range res.Unsaved {
+		d.fail(n, failSave, err)
 	}
-	if err := d.reconcile(); err != nil {
-		return nil, err
-	}
+	d.startRecovery(res.Leftovers)
 	return d, nil
 }
 
-// Close stops background copies and exports as the plugin exits.
-// Mounts are left alone: a FUSE view cannot be unmounted under an overlay
-// a container still uses (the unmount would wait for the container), and
-// the process's exit ends it anyway; the next start reconciles.
+// Recovered is closed once every volume has been recovered after the start
+// (or failed).
+func (d *Driver) Recovered() <-chan struct{} { return d.recovered }
+
+// ExportsServed is closed once every export that was open when the plugin
+// stopped is served again (or failed). The peer service listens only then:
+// a target asking for an export not yet served again would be told it is
+// gone, which ends its copy.
+func (d *Driver) ExportsServed() <-chan struct{} { return d.exportsServed }
+
+// Close stops background work, copies and exports as the plugin exits,
+// and waits for the goroutines the driver started. Mounts are left alone:
+// a FUSE view cannot be unmounted under an overlay a container still uses
+// (the unmount would wait for the container), and the process's exit ends
+// it anyway; the next start reconciles.
 func (d *Driver) Close() {
+	d.cancel()
+	d.recovery.Wait()
 	d.mu.Lock()
 	feds := slices.Collect(maps.Values(d.feds))
 	exps := slices.Collect(maps.Values(d.exports))
@@ -137,6 +165,7 @@ func (d *Driver) Close() {
 			d.cfg.Exports.Remove(e.exp.ID)
 		}
 	}
+	d.copies.Wait()
 }
 
 func (d *Driver) mountpoint(name string) string { return filepath.Join(d.mountDir, name) }
@@ -159,6 +188,8 @@ func (d *Driver) deleteVolume(name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	delete(d.vols, name)
+	delete(d.failed, name)
+	delete(d.staleMounts, name)
 }
 
 // names returns the names of the volumes, sorted.

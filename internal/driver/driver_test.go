@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
@@ -26,9 +27,16 @@ type fakeMounter struct {
 	// unmountHook, if set, runs before each unmount, outside mu: a test
 	// makes an unmount slow with it.
 	unmountHook func(target string)
+	// overlays holds, by target, the overlays mounted; a test adds one a
+	// previous process left.
+	overlays map[string]fakeOverlay
 }
 
-func newFakeMounter() *fakeMounter { return &fakeMounter{stack: map[string]int{}} }
+type fakeOverlay struct{ lower, upper string }
+
+func newFakeMounter() *fakeMounter {
+	return &fakeMounter{stack: map[string]int{}, overlays: map[string]fakeOverlay{}}
+}
 
 func (f *fakeMounter) Bind(_, target string) error {
 	f.mu.Lock()
@@ -56,6 +64,9 @@ func (f *fakeMounter) Unmount(target string) error {
 	if f.stack[target] > 0 {
 		f.stack[target]--
 	}
+	if f.stack[target] == 0 {
+		delete(f.overlays, target)
+	}
 	return nil
 }
 
@@ -65,7 +76,27 @@ func (f *fakeMounter) Mounts(target string) (int, error) {
 	return f.stack[target], nil
 }
 
-func (f *fakeMounter) Overlay(_, _, _, target string) error { return f.Bind("", target) }
+func (f *fakeMounter) Overlay(lower, upper, _, target string) error {
+	if err := f.Bind("", target); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.overlays[target] = fakeOverlay{lower: lower, upper: upper}
+	return nil
+}
+
+func (f *fakeMounter) Overlays(upper string) ([]Overlay, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Overlay
+	for target, o := range f.overlays {
+		if o.upper == upper {
+			out = append(out, Overlay{Target: target, Lower: o.lower})
+		}
+	}
+	return out, nil
+}
 
 type fixture struct {
 	root, mountDir string
@@ -101,6 +132,17 @@ func (f *fixture) restart(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.d = d
+	f.waitRecovered(t)
+}
+
+// waitRecovered waits for the driver's background recovery.
+func (f *fixture) waitRecovered(t *testing.T) {
+	t.Helper()
+	select {
+	case <-f.d.Recovered():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the driver did not recover its volumes within 10s")
+	}
 }
 
 func (f *fixture) mp(name string) string { return filepath.Join(f.mountDir, name) }

@@ -175,6 +175,9 @@ func (d *Driver) serveExport(rec *state.Volume) (*openExport, error) {
 	if v != nil && v.Kind == state.KindFederated {
 		// Not all here yet: serve what the container saw, through the
 		// same kind of overlay it used.
+		if err := d.checkNoOverlay(name); err != nil {
+			return nil, err
+		}
 		lower, err := d.federatedLower(name)
 		if err != nil {
 			return nil, err
@@ -259,25 +262,6 @@ func (d *Driver) exportCompleted(ctrl, report string) error {
 	d.log.Info("the target has everything; export closed", "export", ctrl, "volume", nv.Export.Volume, "report", report)
 	d.closeExport(ctrl)
 	return nil
-}
-
-// resumeExports serves again the exports that were open when the plugin
-// stopped. Their trees are frozen, so walking them again gives the same
-// manifest and indexes. Called from New.
-func (d *Driver) resumeExports() {
-	for _, ctrl := range d.names() {
-		v := d.volume(ctrl)
-		if v.Kind != state.KindExport || !v.Export.Open() || d.cfg.Exports == nil {
-			continue
-		}
-		oe, err := d.serveExport(v)
-		if err != nil {
-			d.log.Error("could not serve an open export again; remove the export volume to unfreeze the volume", "export", ctrl, "error", err)
-			continue
-		}
-		d.setOpenExport(ctrl, oe)
-		d.log.Info("serving export again", "export", ctrl, "volume", v.Export.Volume)
-	}
 }
 
 func randomID() (string, error) {

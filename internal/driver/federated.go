@@ -122,6 +122,9 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 // use HTTP/2, many small requests over one connection. Called with the
 // volume's lock held.
 func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer.Client) (*federation, error) {
+	if err := d.ctx.Err(); err != nil {
+		return nil, errors.New("the plugin is stopping")
+	}
 	rep, err := replica.Open(d.store.Dir(name), m)
 	if err != nil {
 		return nil, err
@@ -133,20 +136,21 @@ func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer
 	}
 	log := d.log.With("volume", name)
 	cop := copier.New(rep, bulk, copier.Options{Demand: client, Permanent: permanent}, log)
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(d.ctx)
 	f := &federation{name: name, m: m, rep: rep, client: client, bulk: bulk, cop: cop, cancel: cancel, log: log}
 	d.setFed(name, f)
+	d.copies.Add(1)
 	go func() {
+		defer d.copies.Done()
 		if err := cop.Run(ctx); err != nil {
 			if ctx.Err() == nil {
 				log.Error("the copy stopped", "error", err)
 			}
 			return
 		}
-		<-d.started
 		unlock := d.locks.lock(name)
 		defer unlock()
-		if d.fed(name) == f {
+		if d.ctx.Err() == nil && d.fed(name) == f {
 			d.copyComplete(name)
 		}
 	}()
@@ -182,7 +186,7 @@ func (d *Driver) copyComplete(name string) {
 	}
 	d.setVolume(nv)
 	if err := d.settleIfReady(name); err != nil {
-		d.log.Error("settling", "volume", name, "error", err)
+		d.log.Error("settling failed; it is retried on the volume's next mount or the plugin's next start", "volume", name, "error", err)
 	}
 }
 
@@ -191,7 +195,12 @@ func (d *Driver) copyComplete(name string) {
 // with the volume's lock held, which guards the federation's lower and
 // view.
 func (d *Driver) federatedLower(name string) (string, error) {
-	if !d.volume(name).Federation.CompletedAt.IsZero() {
+	fr := d.volume(name).Federation
+	if step := fr.Step(); step != "" {
+		// Half-merged: settle first (Mount does, when nothing uses it).
+		return "", fmt.Errorf("volume %q is being settled (step %s); retry once nothing uses it", name, step)
+	}
+	if !fr.CompletedAt.IsZero() {
 		return d.store.DataDir(name), nil
 	}
 	f := d.fed(name)
@@ -213,6 +222,9 @@ func (d *Driver) federatedLower(name string) (string, error) {
 }
 
 func (d *Driver) attachFederated(name, mp string) error {
+	if err := d.checkNoOverlay(name); err != nil {
+		return err
+	}
 	lower, err := d.federatedLower(name)
 	if err != nil {
 		return err
@@ -240,79 +252,6 @@ func (f *federation) releaseLower(d *Driver) error {
 	err := f.lower.Unmount()
 	f.lower = nil
 	return err
-}
-
-// settleIfReady turns a federated volume whose copy is complete into a
-// plain local volume, merging what containers wrote into the replica. It
-// waits for a moment when nothing uses the volume. Called with the
-// volume's lock held: merging walks the whole upper layer.
-func (d *Driver) settleIfReady(name string) error {
-	v := d.volume(name)
-	if v == nil || v.Kind != state.KindFederated || len(v.Mounts) > 0 || d.frozenBy(name) != nil {
-		return nil
-	}
-	fr := v.Federation
-	if fr.CompletedAt.IsZero() && !fr.Settling {
-		return nil
-	}
-	if n, err := d.mnt.Mounts(d.mountpoint(name)); err != nil || n > 0 {
-		return err
-	}
-	if f := d.fed(name); f != nil {
-		d.setFed(name, nil)
-		f.stop()
-	}
-	nv := v.Clone()
-	nv.Federation.Settling = true
-	if err := d.store.Save(nv); err != nil {
-		return err
-	}
-	d.setVolume(nv)
-	if err := replica.Settle(d.store.DataDir(name), d.store.UpperDir(name), d.store.WorkDir(name)); err != nil {
-		return fmt.Errorf("volume %q: settling: %w", name, err)
-	}
-	for _, p := range []string{d.store.UpperDir(name), filepath.Join(d.store.Dir(name), "partial"), d.store.ManifestPath(name)} {
-		if err := os.RemoveAll(p); err != nil {
-			return err
-		}
-	}
-	nv = nv.Clone()
-	nv.Kind = state.KindLocal
-	nv.Federation.Settling = false
-	nv.Federation.Settled = true
-	if err := d.store.Save(nv); err != nil {
-		return err
-	}
-	d.setVolume(nv)
-	d.log.Info("the copy is complete and the volume is local now", "volume", name)
-	return nil
-}
-
-// resume restarts unfinished copies and settles, then serves the open
-// exports again. Called from New.
-func (d *Driver) resume() error {
-	for _, name := range d.names() {
-		v := d.volume(name)
-		if v.Kind != state.KindFederated {
-			continue
-		}
-		if v.Federation.Settling {
-			if err := d.settleIfReady(name); err != nil {
-				return err
-			}
-			continue
-		}
-		if !v.Federation.CompletedAt.IsZero() {
-			continue // the replica is whole; it settles when unused
-		}
-		if err := d.resumeFederation(name, v); err != nil {
-			// The volume stays listed (the engine forgets volumes whose Get
-			// fails) and shows the copy as failed.
-			d.log.Error("could not resume the copy", "volume", name, "error", err)
-		}
-	}
-	d.resumeExports()
-	return nil
 }
 
 func (d *Driver) resumeFederation(name string, v *state.Volume) error {
@@ -343,4 +282,76 @@ func (d *Driver) resumeFederation(name string, v *state.Volume) error {
 	files, bytes := f.rep.Progress()
 	d.log.Info("resuming the copy", "volume", name, "files_copied", files, "bytes_copied", bytes)
 	return nil
+}
+
+// Two overlays must never share an upper layer: with index=off the kernel
+// only warns, and what either shows or writes is then undefined. After a
+// plugin crash the previous process's overlay stays mounted at the
+// volume's mountpoint, held by the containers that use it, over a FUSE view
+// of the source that died with that process. Of the ways out, reusing that
+// overlay gives new containers a dead view; a fresh upper layer for a new
+// overlay would need a merge of two uppers that both changed, and a mount
+// over an upper that containers still write; refusing new mounts until the
+// containers let go of the old overlay loses nothing and is what restarting
+// them (which the old overlay needs anyway) ends. So: refuse. An overlay
+// whose lower layer is the replica itself (the copy was complete) is
+// alive, and shared as any mount is.
+
+// errPreviousMount is why a mount or export of a volume is refused while
+// the previous process's overlay is in use.
+func errPreviousMount(name string) error {
+	return fmt.Errorf("volume %q: containers still use the volume's previous mount, made before the plugin restarted, "+
+		"whose view of the source is gone; restart them (docker ps --filter volume=%s), then mount it again", name, name)
+}
+
+// checkPreviousMount looks, at start-up, at the overlay found at a
+// federated volume's mountpoint, which its mount references hold: the
+// previous process made it. It is kept; it is stale (refusing new mounts
+// until its references are gone) unless its lower layer is the replica.
+// Called with the volume's lock held.
+func (d *Driver) checkPreviousMount(name string) error {
+	ovs, err := d.mnt.Overlays(d.store.UpperDir(name))
+	if err != nil {
+		return err
+	}
+	mp := d.mountpoint(name)
+	for _, o := range ovs {
+		if o.Target == mp && o.Lower == d.store.DataDir(name) {
+			return nil // over the replica: alive
+		}
+	}
+	d.setStale(name, true)
+	d.log.Warn("containers use a mount of the volume from the previous plugin process, whose view of the source is gone; "+
+		"new mounts are refused until they are restarted", "volume", name, "mounts", len(d.volume(name).Mounts))
+	return nil
+}
+
+// checkNoOverlay refuses to mount an overlay on name's upper layer while
+// another is mounted on it. Called with the volume's lock held, when
+// neither its mountpoint nor an export view of this process uses it.
+func (d *Driver) checkNoOverlay(name string) error {
+	ovs, err := d.mnt.Overlays(d.store.UpperDir(name))
+	if err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
+	}
+	if len(ovs) > 0 {
+		return errPreviousMount(name)
+	}
+	return nil
+}
+
+func (d *Driver) stale(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.staleMounts[name]
+}
+
+func (d *Driver) setStale(name string, stale bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if stale {
+		d.staleMounts[name] = true
+	} else {
+		delete(d.staleMounts, name)
+	}
 }

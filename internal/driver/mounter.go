@@ -20,6 +20,15 @@ type Mounter interface {
 	// expected; detach removes however many there are, so a volume is
 	// never left half-mounted.
 	Mounts(target string) (int, error)
+	// Overlays lists the overlays mounted anywhere in this mount namespace
+	// whose upper layer is upper.
+	Overlays(upper string) ([]Overlay, error)
+}
+
+// Overlay is an overlayfs in the mount table.
+type Overlay struct {
+	Target string // where it is mounted
+	Lower  string // its lower layer, as it was mounted
 }
 
 // HostMounter acts on the real mount table.

@@ -9,56 +9,9 @@ import (
 	"github.com/cargo-migrate/cargo/internal/state"
 )
 
-// reconcile runs once at start-up, before the socket is served.
-func (d *Driver) reconcile() error {
-	for _, name := range d.names() {
-		v := d.volume(name)
-		n, err := d.mnt.Mounts(d.mountpoint(name))
-		if err != nil {
-			return fmt.Errorf("checking mount of volume %q: %w", name, err)
-		}
-		if v.Kind == state.KindFederated && n > 0 {
-			// Its view was served by the process before this one: dead.
-			// Containers still holding it recover on their restart.
-			if err := d.detach(name); err != nil {
-				return err
-			}
-			n = 0
-			d.log.Warn("replaced the federated mount of a previous plugin process; restart containers using it", "volume", name)
-		}
-		switch want := len(v.Mounts) > 0; {
-		case want && n == 0:
-			// The engine unmounts everything under the plugin's directory
-			// when it disables the plugin or shuts down; the containers
-			// holding these references keep their own bind, or come back
-			// with the engine.
-			if err := d.attach(name); err != nil {
-				return err
-			}
-			d.log.Info("re-established mount", "volume", name, "mounts", len(v.Mounts))
-		case !want && n > 0:
-			if err := d.detach(name); err != nil {
-				return err
-			}
-			d.log.Info("released a mount nobody holds", "volume", name)
-		}
-	}
-	// Mountpoints of volumes that no longer exist.
-	entries, err := os.ReadDir(d.mountDir)
-	if err != nil {
-		return fmt.Errorf("reading mount directory: %w", err)
-	}
-	for _, e := range entries {
-		if d.volume(e.Name()) != nil {
-			continue
-		}
-		if err := d.detach(e.Name()); err != nil {
-			return err
-		}
-		d.log.Info("removed stale mountpoint", "name", e.Name())
-	}
-	return nil
-}
+// The mount table is brought in line with the records after a start by
+// each volume's recovery (recoverVolume); attach and detach are its tools
+// and Mount's.
 
 // attach makes the volume's data visible at its mountpoint. Called with
 // the volume's lock held.
@@ -87,6 +40,9 @@ func (d *Driver) detach(name string) error {
 			return fmt.Errorf("volume %q: %w", name, err)
 		}
 	}
+	// Whatever a previous process mounted there is gone from here, and
+	// the engine let go of every reference to it.
+	d.setStale(name, false)
 	if err := os.Remove(mp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing mountpoint of volume %q: %w", name, err)
 	}

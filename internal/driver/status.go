@@ -8,7 +8,29 @@ import (
 
 // statusLocked is what `docker volume inspect` shows under Status. Called
 // with d.mu held.
+//
+// A volume still recovering after a restart keeps the state its record
+// gives, with the error errRecovering (its copy's counters are known again
+// once its replica is read); a failed one shows state failed with why and
+// what to do.
 func (d *Driver) statusLocked(v *state.Volume) volstatus.Status {
+	st := d.recordStatusLocked(v)
+	switch {
+	case d.recovering[v.Name] != nil:
+		if v.Kind == state.KindFederated && d.feds[v.Name] == nil && v.Federation.CompletedAt.IsZero() {
+			st.State = volstatus.StateCopying
+		}
+		st.Error = errRecovering
+	case d.failed[v.Name] != nil:
+		st.State = volstatus.StateFailed
+		st.Error = d.failed[v.Name].message(v.Name)
+	case d.staleMounts[v.Name] && st.Error == "":
+		st.Error = errPreviousMount(v.Name).Error()
+	}
+	return st
+}
+
+func (d *Driver) recordStatusLocked(v *state.Volume) volstatus.Status {
 	if v.Kind == state.KindExport {
 		return d.exportStatusLocked(v)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cargo-migrate/cargo/internal/manifest"
 	"github.com/cargo-migrate/cargo/internal/names"
+	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/state"
 	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
@@ -47,6 +48,7 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 	if kind == state.KindExport && req.Options["driver"] != "local" {
 		// The exported volume is frozen by the export: it must not be
 		// mounted, removed or settled while the export opens.
+		d.waitRecovered(req.Name, req.Options["export"])
 		unlock = d.locks.lockPair(req.Name, req.Options["export"])
 	} else {
 		unlock = d.locks.lock(req.Name)
@@ -116,15 +118,36 @@ func (d *Driver) createLocal(name string, options map[string]string) error {
 	return nil
 }
 
+// formatOptions shows options in an error, the credential of a ticket
+// (from=) redacted: errors reach the engine's log and the user's terminal.
 func formatOptions(o map[string]string) string {
 	if len(o) == 0 {
 		return "(none)"
 	}
 	var parts []string
 	for _, k := range slices.Sorted(maps.Keys(o)) {
-		parts = append(parts, k+"="+o[k])
+		v := o[k]
+		if k == "from" {
+			v = redactTicket(v)
+		}
+		parts = append(parts, k+"="+v)
 	}
 	return strings.Join(parts, ",")
+}
+
+// redactTicket is a ticket without its credential, also when it does not
+// parse: a mistyped ticket may still hold a real credential.
+func redactTicket(s string) string {
+	if t, err := peer.ParseTicket(s); err == nil {
+		return t.Redacted()
+	}
+	rest, ok := strings.CutPrefix(s, "cargo://")
+	userinfo, host, found := strings.Cut(rest, "@")
+	id, _, hasToken := strings.Cut(userinfo, ":")
+	if !ok || !found || !hasToken {
+		return "(an unreadable ticket)"
+	}
+	return "cargo://" + id + ":xxxxx@" + host
 }
 
 // exportedVolume is the cargo volume an export volume's record exports,
@@ -141,6 +164,7 @@ func exportedVolume(v *state.Volume) string {
 // and the release.
 func (d *Driver) lockVolume(name string) (*state.Volume, func()) {
 	for {
+		d.waitRecovered(name, exportedVolume(d.volume(name)))
 		other := exportedVolume(d.volume(name))
 		var unlock func()
 		if other == "" {
@@ -193,7 +217,12 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 
 // Mount makes the volume available for the engine's mount ID and returns
 // where. The first reference mounts; later ones share it.
+//
+// A volume still recovering after a restart is waited for; a failed one is
+// recovered again first, and its mount fails with the reason if that
+// fails again.
 func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) {
+	d.waitRecovered(req.Name)
 	unlock := d.locks.lock(req.Name)
 	defer unlock()
 	v := d.volume(req.Name)
@@ -206,6 +235,10 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	if ctrl := d.frozenBy(req.Name); ctrl != nil {
 		return nil, frozenError(req.Name, ctrl, "mounted")
 	}
+	if err := d.retry(req.Name); err != nil {
+		return nil, err
+	}
+	v = d.volume(req.Name)
 	if len(v.Mounts) == 0 {
 		// A finished copy becomes a plain volume before anyone uses it.
 		if err := d.settleIfReady(req.Name); err != nil {
@@ -219,6 +252,9 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 		return nil, fmt.Errorf("checking mount of volume %q: %w", req.Name, err)
 	}
 	mounted := n > 0
+	if mounted && d.stale(req.Name) {
+		return nil, errPreviousMount(req.Name)
+	}
 	if !mounted {
 		if err := d.attach(req.Name); err != nil {
 			return nil, err
@@ -242,6 +278,7 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 // unknown ID is not an error: the engine may repeat an Unmount after a
 // restart, and it must not leave the volume stuck.
 func (d *Driver) Unmount(req *volume.UnmountRequest) error {
+	d.waitRecovered(req.Name)
 	unlock := d.locks.lock(req.Name)
 	defer unlock()
 	v := d.volume(req.Name)

@@ -14,11 +14,27 @@ import (
 // DefaultPort is the peer service's TCP port when LISTEN_ADDR names none.
 const DefaultPort = 7450
 
+// DefaultStateDir is where config.json mounts the plugin's state: the
+// host's /var/lib/docker/plugins/cargo (the mount "state"), and nothing
+// else of the host's plugins directory.
+const DefaultStateDir = "/mnt/state"
+
+// legacyStateDir is where the state was when the mount was the host's
+// whole /var/lib/docker/plugins: its cargo directory, the same host
+// directory the mount is now.
+const legacyStateDir = DefaultStateDir + "/cargo"
+
 // Config is the plugin's runtime configuration.
 type Config struct {
 	// StateDir holds volume records and data; a bind mount of the host's
-	// /var/lib/docker/plugins, so it outlives plugin upgrades and removal.
+	// /var/lib/docker/plugins/cargo, so it outlives plugin upgrades and
+	// removal.
 	StateDir string
+	// LegacyState is set when the state mount is still the whole plugins
+	// directory of the host (state.source set to it by hand) and StateDir
+	// is its cargo directory: the plugin works, and says how to mount only
+	// its own directory.
+	LegacyState bool
 	// MountDir is the propagated mount where volumes are mounted for the
 	// engine to see.
 	MountDir string
@@ -42,12 +58,15 @@ type Config struct {
 // address from the host's network when ADVERTISE_ADDR is unset.
 func FromEnv(getenv func(string) string) (*Config, error) {
 	c := &Config{
-		StateDir:      or(getenv("CARGO_STATE_DIR"), "/mnt/state/cargo"),
+		StateDir:      or(getenv("CARGO_STATE_DIR"), DefaultStateDir),
 		MountDir:      or(getenv("CARGO_MOUNT_DIR"), "/mnt/volumes"),
 		RunDir:        or(getenv("CARGO_RUN_DIR"), "/run/cargo"),
 		EngineVolumes: or(getenv("CARGO_ENGINE_VOLUMES"), "/mnt/engine-volumes"),
 		Socket:        or(getenv("CARGO_SOCKET"), "/run/docker/plugins/cargo.sock"),
 		ListenAddr:    or(getenv("LISTEN_ADDR"), fmt.Sprintf(":%d", DefaultPort)),
+	}
+	if getenv("CARGO_STATE_DIR") == "" {
+		c.StateDir, c.LegacyState = stateDir(isDir)
 	}
 	if v := getenv("DEBUG"); v != "" {
 		b, err := strconv.ParseBool(v)
@@ -81,6 +100,20 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 	}
 	c.AdvertiseAddr, c.AdvertiseSource = net.JoinHostPort(ip, port), src
 	return c, nil
+}
+
+// stateDir tells where the state is in the state mount: at its top, unless
+// the mount holds only an old layout's state, in its cargo directory.
+func stateDir(isDir func(string) bool) (dir string, legacy bool) {
+	if !isDir(DefaultStateDir+"/volumes") && isDir(legacyStateDir+"/volumes") {
+		return legacyStateDir, true
+	}
+	return DefaultStateDir, false
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 func or(v, def string) string {

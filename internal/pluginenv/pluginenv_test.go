@@ -96,3 +96,34 @@ func TestParseDefaultRoute(t *testing.T) {
 		t.Fatalf("got %q, want none", got)
 	}
 }
+
+func TestStateDir(t *testing.T) {
+	tests := []struct {
+		name       string
+		dirs       []string
+		want       string
+		wantLegacy bool
+	}{
+		{"fresh install", nil, "/mnt/state", false},
+		{"own directory mounted", []string{"/mnt/state/volumes"}, "/mnt/state", false},
+		{"whole plugins directory mounted, old layout", []string{"/mnt/state/cargo/volumes"}, "/mnt/state/cargo", true},
+		// A volume may be called cargo: its state is in volumes/cargo, never
+		// in cargo/volumes, and the state at the top wins.
+		{"both", []string{"/mnt/state/volumes", "/mnt/state/cargo/volumes"}, "/mnt/state", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, legacy := stateDir(func(p string) bool {
+				for _, d := range tt.dirs {
+					if d == p {
+						return true
+					}
+				}
+				return false
+			})
+			if dir != tt.want || legacy != tt.wantLegacy {
+				t.Fatalf("stateDir = %q, %v; want %q, %v", dir, legacy, tt.want, tt.wantLegacy)
+			}
+		})
+	}
+}

@@ -8,7 +8,9 @@
 // meta.json is the commit point: a volume exists exactly when its meta.json
 // does. Create writes data/ first and meta.json last; Remove deletes
 // meta.json first. A directory without meta.json is the remains of an
-// interrupted create or remove and is swept at start-up.
+// interrupted create or remove: Load reports it and Sweep removes it, which
+// may take long (a half-copied volume), so the plugin does it in the
+// background.
 package state
 
 import (
@@ -76,11 +78,53 @@ type FederationRecord struct {
 	BytesTotal  int64     `json:"bytes_total"`
 	StartedAt   time.Time `json:"started_at"`
 	CompletedAt time.Time `json:"completed_at,omitzero"`
-	// Settling is set while the overlay's upper layer is merged into the
-	// replica, so a crash part-way resumes the merge.
+	// Settling is set from the first step of settling to the last, for
+	// records written before SettleStep: such a record with Settling and no
+	// SettleStep is in SettleMerge.
 	Settling bool `json:"settling,omitempty"`
+	// SettleStep is the step of settling the volume is in, recorded before
+	// the step starts, so a crash part-way redoes that step and goes on.
+	SettleStep SettleStep `json:"settle_step,omitempty"`
+	// SettleRoot is what the container saw of the volume's top directory
+	// (the overlay's upper root), read before merging: merging changes the
+	// upper root's times, so a merge that is redone cannot read them again.
+	SettleRoot *DirMeta `json:"settle_root,omitempty"`
 	// Settled: the volume is a plain local volume again.
 	Settled bool `json:"settled,omitempty"`
+}
+
+// SettleStep is a step of turning a complete federated volume into a plain
+// local one. Each step can be redone: redoing a step that was done is a
+// no-op.
+type SettleStep string
+
+// The steps of settling, in order. Before the first the record has the copy
+// complete and no step; after the last the volume is KindLocal and Settled.
+const (
+	// SettleMerge: the overlay's upper layer is merged into the replica
+	// (data/), and the top directory given SettleRoot's attributes.
+	SettleMerge SettleStep = "merge"
+	// SettleCleanup: the merge is done; the upper and work directories, the
+	// partial files and the manifest are removed.
+	SettleCleanup SettleStep = "cleanup"
+)
+
+// Step is the step of settling the record is in; "" when settling has not
+// begun or is over.
+func (f *FederationRecord) Step() SettleStep {
+	if f.SettleStep == "" && f.Settling {
+		return SettleMerge
+	}
+	return f.SettleStep
+}
+
+// DirMeta is a directory's owner, permissions and times.
+type DirMeta struct {
+	UID   uint32 `json:"uid"`
+	GID   uint32 `json:"gid"`
+	Mode  uint32 `json:"mode"`     // permission and set-id bits
+	Atime int64  `json:"atime_ns"` // nanoseconds since the epoch
+	Mtime int64  `json:"mtime_ns"` // nanoseconds since the epoch
 }
 
 // Volume is the persisted record of one volume.
@@ -129,6 +173,10 @@ func (v *Volume) Clone() *Volume {
 	}
 	if v.Federation != nil {
 		f := *v.Federation
+		if f.SettleRoot != nil {
+			r := *f.SettleRoot
+			f.SettleRoot = &r
+		}
 		c.Federation = &f
 	}
 	return &c
@@ -198,21 +246,27 @@ func (s *Store) Delete(name string) error {
 // LoadResult is what Load found on disk.
 type LoadResult struct {
 	Volumes map[string]*Volume
-	// Swept lists directories without a record that were removed.
-	Swept []string
+	// Leftovers lists directories without a record: the remains of an
+	// interrupted create or remove, for Sweep.
+	Leftovers []string
 	// Repaired lists volumes whose record was unreadable and was rebuilt
 	// from the directory, so their data stays reachable.
 	Repaired []string
+	// Unsaved holds the volumes whose rebuilt record could not be saved,
+	// with the error: they are in Volumes, but only in memory.
+	Unsaved map[string]error
 }
 
-// Load reads every volume record, sweeps leftovers of interrupted creates
-// and removes, and rebuilds unreadable records rather than losing data.
+// Load reads every volume record and rebuilds unreadable ones rather than
+// losing data. It fails only when the state directory cannot be read: one
+// volume's trouble is reported, never fatal, so that it cannot keep the
+// plugin, and every other volume, from starting.
 func (s *Store) Load() (*LoadResult, error) {
 	entries, err := os.ReadDir(filepath.Join(s.root, "volumes"))
 	if err != nil {
 		return nil, fmt.Errorf("reading state directory: %w", err)
 	}
-	res := &LoadResult{Volumes: map[string]*Volume{}}
+	res := &LoadResult{Volumes: map[string]*Volume{}, Unsaved: map[string]error{}}
 	for _, e := range entries {
 		name := e.Name()
 		if !e.IsDir() || names.ValidateVolume(name) != nil {
@@ -220,10 +274,7 @@ func (s *Store) Load() (*LoadResult, error) {
 		}
 		b, err := os.ReadFile(s.metaPath(name))
 		if errors.Is(err, fs.ErrNotExist) {
-			if err := os.RemoveAll(s.Dir(name)); err != nil {
-				return nil, fmt.Errorf("sweeping %s: %w", s.Dir(name), err)
-			}
-			res.Swept = append(res.Swept, name)
+			res.Leftovers = append(res.Leftovers, name)
 			continue
 		}
 		v := &Volume{}
@@ -233,13 +284,29 @@ func (s *Store) Load() (*LoadResult, error) {
 		if err != nil || v.Name != name {
 			v = s.rebuild(name)
 			if err := s.Save(v); err != nil {
-				return nil, err
+				res.Unsaved[name] = err
 			}
 			res.Repaired = append(res.Repaired, name)
 		}
 		res.Volumes[name] = v
 	}
 	return res, nil
+}
+
+// Sweep removes the directory of name if it still has no record: the
+// remains of an interrupted create or remove. The caller makes sure no
+// create of name runs meanwhile.
+func (s *Store) Sweep(name string) error {
+	if err := names.ValidateVolume(name); err != nil {
+		return err
+	}
+	if _, err := os.Lstat(s.metaPath(name)); !errors.Is(err, fs.ErrNotExist) {
+		return nil // a volume again, or unreadable: not a leftover to remove
+	}
+	if err := os.RemoveAll(s.Dir(name)); err != nil {
+		return fmt.Errorf("sweeping %s: %w", s.Dir(name), err)
+	}
+	return nil
 }
 
 func (s *Store) rebuild(name string) *Volume {

@@ -96,8 +96,19 @@ func TestLoadSweepsAndRepairs(t *testing.T) {
 				vols = append(vols, n)
 			}
 			slices.Sort(vols)
-			if !slices.Equal(vols, tt.wantVols) || !slices.Equal(res.Swept, tt.wantSwept) || !slices.Equal(res.Repaired, tt.wantRepair) {
-				t.Fatalf("volumes %v swept %v repaired %v", vols, res.Swept, res.Repaired)
+			if !slices.Equal(vols, tt.wantVols) || !slices.Equal(res.Leftovers, tt.wantSwept) || !slices.Equal(res.Repaired, tt.wantRepair) {
+				t.Fatalf("volumes %v leftovers %v repaired %v", vols, res.Leftovers, res.Repaired)
+			}
+			if len(res.Unsaved) != 0 {
+				t.Fatalf("unsaved: %v", res.Unsaved)
+			}
+			for _, n := range res.Leftovers {
+				if _, err := os.Stat(s.Dir(n)); err != nil {
+					t.Errorf("%s removed by Load: %v", n, err)
+				}
+				if err := s.Sweep(n); err != nil {
+					t.Fatal(err)
+				}
 			}
 			for _, n := range tt.wantSwept {
 				if _, err := os.Stat(s.Dir(n)); !os.IsNotExist(err) {
