@@ -144,13 +144,16 @@ func toWire(we *wireEntry, e *Entry) {
 
 // Decode reads a manifest in the wire format from untrusted r, enforcing
 // limits (zero fields take DefaultLimits) as it goes, and returns it only
-// if it passes Validate, with the Tree that Validate built. It reads r to its end: bytes after the gzip stream
-// are an error. Memory stays within one line buffer of MaxLineBytes plus
-// the entries accepted so far, each bounded by the path and xattr limits.
+// if it passes Validate, with the Tree that Validate built. It reads r to
+// its end: bytes after the gzip stream are an error. Memory stays within
+// one line buffer of MaxLineBytes plus the entries accepted so far, each
+// bounded by the per-entry limits and all of them by the totals; a stream
+// that goes over a total fails with a *LimitError as soon as it does.
 func Decode(r io.Reader, limits Limits) (*Manifest, error) {
 	l := limits.withDefaults()
 	// A ByteReader, so gzip reads through it and we can check what follows.
-	br := bufio.NewReader(r)
+	br := bufio.NewReader(&capReader{r: r, left: l.MaxBytes,
+		over: &LimitError{Limit: "MaxBytes", What: "the compressed manifest", Max: l.MaxBytes}})
 	zr, err := gzip.NewReader(br)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
@@ -159,7 +162,8 @@ func Decode(r io.Reader, limits Limits) (*Manifest, error) {
 		return nil, decodeErr(err)
 	}
 	zr.Multistream(false)
-	lr := bufio.NewReaderSize(zr, l.MaxLineBytes)
+	lr := bufio.NewReaderSize(&capReader{r: zr, left: l.MaxBytes,
+		over: &LimitError{Limit: "MaxBytes", What: "the decompressed manifest", Max: l.MaxBytes}}, l.MaxLineBytes)
 
 	line, err := readLine(lr, 0, l)
 	if err != nil {
@@ -177,9 +181,11 @@ func Decode(r io.Reader, limits Limits) (*Manifest, error) {
 	case *h.N < 1:
 		return nil, fmt.Errorf("%w: header count %d (the root is required)", ErrInvalid, *h.N)
 	case *h.N > l.MaxEntries:
-		return nil, fmt.Errorf("%w: header count %d is over the limit of %d", ErrInvalid, *h.N, l.MaxEntries)
+		return nil, &LimitError{Limit: "MaxEntries", What: fmt.Sprintf("the header's count of %d entries", *h.N),
+			Max: int64(l.MaxEntries)}
 	}
 	n := *h.N
+	b := budget{l: &l}
 	// The count is a claim, not a budget: grow as entries really arrive.
 	m := &Manifest{Entries: make([]Entry, 0, min(n, 1<<16))}
 	for i := 0; i < n; i++ {
@@ -201,6 +207,9 @@ func Decode(r io.Reader, limits Limits) (*Manifest, error) {
 		if err := checkEntry(i, e, l); err != nil {
 			return nil, err
 		}
+		if err := b.add(e); err != nil {
+			return nil, err
+		}
 		m.Entries = append(m.Entries, *e)
 	}
 	// Reading past the last line also makes gzip verify its checksum.
@@ -214,9 +223,10 @@ func Decode(r io.Reader, limits Limits) (*Manifest, error) {
 		if err == nil {
 			return nil, fmt.Errorf("%w: data after the gzip stream", ErrInvalid)
 		}
-		return nil, fmt.Errorf("manifest: %w", err)
+		return nil, decodeErr(err)
 	}
-	if err := m.Validate(l); err != nil {
+	// The totals are known to hold: validate without adding them again.
+	if err := m.validate(l, false); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -245,7 +255,10 @@ func readLine(lr *bufio.Reader, lineNo int, l Limits) ([]byte, error) {
 // decodeErr marks corrupt compressed data as invalid, unlike a failing
 // reader.
 func decodeErr(err error) error {
+	var le *LimitError
 	switch {
+	case errors.As(err, &le):
+		return le
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return fmt.Errorf("%w: truncated: %w", ErrInvalid, err)
 	case errors.Is(err, gzip.ErrChecksum) || errors.Is(err, gzip.ErrHeader) ||

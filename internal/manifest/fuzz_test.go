@@ -8,7 +8,8 @@ import (
 )
 
 // Small limits keep each run cheap and let the fuzzer reach them.
-var fuzzLimits = Limits{MaxEntries: 1000, MaxPathLen: 512, MaxXattrBytes: 1024, MaxLineBytes: 16 << 10}
+var fuzzLimits = Limits{MaxEntries: 1000, MaxPathLen: 512, MaxXattrBytes: 1024, MaxLineBytes: 16 << 10,
+	MaxBytes: 256 << 10, MaxTotalPathBytes: 8 << 10, MaxTotalXattrBytes: 8 << 10}
 
 // FuzzDecode feeds arbitrary bytes to Decode both as they are and gzipped,
 // the latter so that mutations reach the JSON lines rather than dying on a

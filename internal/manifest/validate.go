@@ -3,61 +3,8 @@ package manifest
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 )
-
-// Limits bounds what Decode and Validate accept from a peer. A zero or
-// negative field means the DefaultLimits value, so Limits{} is safe.
-type Limits struct {
-	// MaxEntries is the most entries one manifest may have; never more
-	// than math.MaxInt32-1, which a Tree can index.
-	MaxEntries int
-	// MaxPathLen is the most bytes one entry's path may have.
-	MaxPathLen int
-	// MaxXattrBytes is the most bytes of xattr names plus values one entry
-	// may carry. Names count too: otherwise many empty values would be free.
-	MaxXattrBytes int
-	// MaxLineBytes is the most bytes one encoded line may have, newline
-	// included; Decode's line buffer is this big.
-	MaxLineBytes int
-}
-
-// DefaultLimits fits any tree a Linux filesystem can hold in practice
-// (PATH_MAX paths, 64 KiB xattr values) while keeping one entry's memory
-// small.
-var DefaultLimits = Limits{
-	MaxEntries:    10_000_000,
-	MaxPathLen:    4096,
-	MaxXattrBytes: 256 << 10,
-	MaxLineBytes:  1 << 20,
-}
-
-// Fixed bounds, from Linux: NAME_MAX for a path component and an xattr
-// name, PATH_MAX for a symlink target.
-const (
-	MaxNameLen   = 255
-	MaxTargetLen = 4096
-)
-
-func (l Limits) withDefaults() Limits {
-	if l.MaxEntries <= 0 {
-		l.MaxEntries = DefaultLimits.MaxEntries
-	}
-	if l.MaxPathLen <= 0 {
-		l.MaxPathLen = DefaultLimits.MaxPathLen
-	}
-	if l.MaxXattrBytes <= 0 {
-		l.MaxXattrBytes = DefaultLimits.MaxXattrBytes
-	}
-	if l.MaxLineBytes <= 0 {
-		l.MaxLineBytes = DefaultLimits.MaxLineBytes
-	}
-	// The Tree keeps indices in int32; consumers add one for an inode
-	// number.
-	l.MaxEntries = min(l.MaxEntries, math.MaxInt32-1)
-	return l
-}
 
 // ErrInvalid is wrapped by every error that says a manifest (or its
 // encoding) is malformed, as opposed to an I/O failure.
@@ -91,20 +38,34 @@ func entryErr(i int, e *Entry, format string, args ...any) error {
 // colliding, or misreading hard links. It returns the first problem found.
 // On success it keeps the manifest's Tree, built while checking; on
 // failure the manifest has none.
+//
+// Validate applies every limit but MaxBytes and MaxLineBytes, which are of
+// the encoding.
 func (m *Manifest) Validate(limits Limits) error {
+	return m.validate(limits.withDefaults(), true)
+}
+
+// validate is Validate with l's defaults already filled in; totals says
+// whether to check the totals too, which Decode did as entries arrived.
+func (m *Manifest) validate(l Limits, totals bool) error {
 	m.tree = nil
-	l := limits.withDefaults()
 	n := len(m.Entries)
 	if n == 0 {
 		return fmt.Errorf("%w: no entries (the root is required)", ErrInvalid)
 	}
 	if n > l.MaxEntries {
-		return fmt.Errorf("%w: %d entries, over the limit of %d", ErrInvalid, n, l.MaxEntries)
+		return &LimitError{Limit: "MaxEntries", What: fmt.Sprintf("the manifest's %d entries", n), Max: int64(l.MaxEntries)}
 	}
+	b := budget{l: &l}
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		if err := checkEntry(i, e, l); err != nil {
 			return err
+		}
+		if totals {
+			if err := b.add(e); err != nil {
+				return err
+			}
 		}
 		if e.LinkTo == NoLink {
 			continue
