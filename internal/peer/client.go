@@ -46,7 +46,15 @@ type ClientOptions struct {
 	// CPU per byte of its HTTP/2 (see the benchmarks); HTTP/2 multiplexes
 	// many concurrent small reads over one connection.
 	ForceHTTP1 bool
+	// MaxManifestBytes is the most bytes Manifest delivers, default 1 GiB
+	// (manifest.DefaultLimits.MaxBytes: a gzip stream of JSON lines is
+	// smaller than what it holds). A longer body fails with
+	// ErrManifestTooLarge rather than ending, so it cannot pass as whole.
+	MaxManifestBytes int64
 }
+
+// DefaultMaxManifestBytes is the default of ClientOptions.MaxManifestBytes.
+const DefaultMaxManifestBytes = 1 << 30
 
 // withDefaults fills in the defaults documented on ClientOptions.
 func (o ClientOptions) withDefaults() ClientOptions {
@@ -72,6 +80,9 @@ func (o ClientOptions) withDefaults() ClientOptions {
 	}
 	if o.ResponseHeaderTimeout <= 0 {
 		o.ResponseHeaderTimeout = 60 * time.Second
+	}
+	if o.MaxManifestBytes <= 0 {
+		o.MaxManifestBytes = DefaultMaxManifestBytes
 	}
 	return o
 }
@@ -125,7 +136,9 @@ func (c *Client) where() string {
 }
 
 // Manifest fetches the export's manifest. The caller reads and closes it; if
-// reading fails, call Manifest again (it is not resumable).
+// reading fails, call Manifest again (it is not resumable). The body
+// delivers at most ClientOptions.MaxManifestBytes: reading past them fails
+// with ErrManifestTooLarge.
 func (c *Client) Manifest(ctx context.Context) (io.ReadCloser, error) {
 	resp, err := c.do(ctx, http.MethodGet, "/manifest", nil, "")
 	if err != nil {
@@ -134,7 +147,39 @@ func (c *Client) Manifest(ctx context.Context) (io.ReadCloser, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, c.statusError(resp, "fetching the manifest", -1)
 	}
-	return resp.Body, nil
+	tooLarge := fmt.Errorf("fetching the manifest: %s sent more than %d bytes (the client's MaxManifestBytes): refused, "+
+		"as a source that sends this much is broken or hostile: %w", c.where(), c.opts.MaxManifestBytes, ErrManifestTooLarge)
+	if resp.ContentLength > c.opts.MaxManifestBytes {
+		resp.Body.Close() // not drained: it is too large to be worth it
+		return nil, tooLarge
+	}
+	return &cappedBody{ReadCloser: resp.Body, left: c.opts.MaxManifestBytes, over: tooLarge}, nil
+}
+
+// cappedBody delivers at most left bytes of a body and fails with over,
+// not io.EOF, if it has more.
+type cappedBody struct {
+	io.ReadCloser
+	left int64
+	over error
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// At the bound: fine if the body ends here.
+		var one [1]byte
+		n, err := b.ReadCloser.Read(one[:])
+		if n > 0 {
+			return 0, b.over
+		}
+		return 0, err
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.ReadCloser.Read(p)
+	b.left -= int64(n)
+	return n, err
 }
 
 // Complete tells the source the copy is complete, with a free-form report.

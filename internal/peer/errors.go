@@ -19,6 +19,9 @@ var (
 	// ErrFileUnavailable: one file could not be opened on the source; see
 	// *FileError.
 	ErrFileUnavailable = errors.New("file unavailable on the source")
+	// ErrManifestTooLarge: the source's manifest is larger than
+	// ClientOptions.MaxManifestBytes.
+	ErrManifestTooLarge = errors.New("manifest larger than the client accepts")
 )
 
 // FileError reports a file the source could not open (vanished, unreadable,

@@ -301,6 +301,44 @@ func TestManifestAndComplete(t *testing.T) {
 			t.Fatalf("want 413, got %v", err)
 		}
 	})
+
+	// The body delivers exactly MaxManifestBytes, and fails rather than
+	// ends past them: streamed (no Content-Length) as the 1 MiB one is,
+	// or announced with a Content-Length, as a small one is.
+	small, token3 := newMemExport(t, nil)
+	small.manifest = []byte("0123456789")
+	ts2 := startServer(t, memExports{"e1": exp, "e3": small}, ServerOptions{}, nil)
+	for _, tc := range []struct {
+		name   string
+		tk     Ticket
+		max    int64
+		wantOK bool
+	}{
+		{"streamed, at the limit", ts2.ticket("e1", token), 1 << 20, true},
+		{"streamed, over the limit", ts2.ticket("e1", token), 1<<20 - 1, false},
+		{"with a length, at the limit", ts2.ticket("e3", token3), 10, true},
+		{"with a length, over the limit", ts2.ticket("e3", token3), 9, false},
+	} {
+		t.Run("MaxManifestBytes "+tc.name, func(t *testing.T) {
+			c := newTestClient(t, tc.tk, ClientOptions{MaxManifestBytes: tc.max})
+			rc, err := c.Manifest(ctx)
+			var got []byte
+			if err == nil {
+				got, err = io.ReadAll(rc)
+				rc.Close()
+			}
+			switch {
+			case tc.wantOK && err != nil:
+				t.Fatal(err)
+			case tc.wantOK && int64(len(got)) != tc.max:
+				t.Fatalf("%d bytes", len(got))
+			case !tc.wantOK && !errors.Is(err, ErrManifestTooLarge):
+				t.Fatalf("err = %v, want ErrManifestTooLarge", err)
+			case !tc.wantOK && int64(len(got)) > tc.max:
+				t.Fatalf("delivered %d bytes, more than %d", len(got), tc.max)
+			}
+		})
+	}
 }
 
 func TestReadRange(t *testing.T) {

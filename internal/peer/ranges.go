@@ -20,9 +20,15 @@ import (
 // first byte not yet written, with backoff, so w receives every byte exactly
 // once. The retry budget restarts whenever an attempt made progress.
 //
+// An answer that is whole but ends before both the range and the file do
+// (a 206 for less than was asked) is not the end either: ReadRange asks
+// for the rest.
+//
 // Like io.ReaderAt, if the file ends before off+n, ReadRange writes what
 // there is and returns io.EOF; with n < 0 reaching the end is success. A
-// failing w stops ReadRange at once with w's error.
+// failing w stops ReadRange at once with w's error. It never writes more
+// than n bytes; with n < 0, no more than the size the source reported, or,
+// if it reported none (a 200 without Content-Length), what its body holds.
 func (c *Client) ReadRange(ctx context.Context, index int, off, n int64, w io.Writer) (int64, error) {
 	if index < 0 || index > maxIndex {
 		return 0, fmt.Errorf("invalid file index %d", index)
@@ -72,13 +78,33 @@ func (c *Client) ReadRange(ctx context.Context, index int, off, n int64, w io.Wr
 		if writeErr != nil {
 			return written, writeErr
 		}
-		// A break after the last byte asked for costs nothing; resuming would
-		// ask for the rest of the file.
-		if readErr == nil || n > 0 && written == n {
+		// Where this read ends: the end of the range or of the file,
+		// whichever comes first; -1 while neither is known.
+		end := int64(-1)
+		if n > 0 {
+			end = off + n
+		}
+		if size >= 0 && (end < 0 || size < end) {
+			end = size
+		}
+		pos := off + written
+		switch {
+		case end >= 0 && pos >= end, end < 0 && readErr == nil:
+			// All of it. A break after the last byte costs nothing;
+			// resuming would ask for the rest of the file.
 			if n > 0 && written < n {
 				return written, io.EOF // the file ends before off+n
 			}
 			return written, nil
+		case readErr == nil && m > 0:
+			// The answer was whole but ends before the range and the file
+			// do (a 206 for less than asked): ask for the rest at once.
+			// Each such answer moves on, so this ends with the file.
+			failures = 0
+			c.log.Debug("the source answered a part of the range; asking for the rest", "index", index, "offset", pos)
+			continue
+		case readErr == nil:
+			readErr = io.ErrUnexpectedEOF // an empty answer short of the end
 		}
 		if ctx.Err() != nil {
 			return written, ctx.Err()
@@ -140,6 +166,12 @@ func (c *Client) checkRange(resp *http.Response, ask rangeAsk) (rangeAnswer, err
 			ans.expect = max(ans.total-ask.pos, 0)
 			if ask.n > 0 {
 				ans.expect = min(ans.expect, ask.n)
+			}
+		} else if ask.size >= 0 {
+			// No length now, but an earlier answer said where the file ends.
+			ans.atMost = max(ask.size-ask.pos, 0)
+			if ask.n > 0 {
+				ans.atMost = min(ans.atMost, ask.n)
 			}
 		}
 	case http.StatusPartialContent:

@@ -118,6 +118,10 @@ func TestCheckRange(t *testing.T) {
 			wantTotal: -1, wantBody: "23456789"},
 		{name: "200 without Content-Length keeps the known size", pos: 2, n: -1, size: 10, status: 200, length: -1, body: file,
 			wantTotal: -1, wantBody: "23456789"},
+		{name: "200 without Content-Length, longer than the known size", pos: 2, n: -1, size: 10, status: 200, length: -1, body: file + "extra",
+			wantTotal: -1, wantBody: "23456789"},
+		{name: "200 without Content-Length, longer than the known size, ranged", pos: 2, n: 30, size: 10, status: 200, length: -1, body: file + "extra",
+			wantTotal: -1, wantBody: "23456789"},
 
 		// 416: at or past the end of the file.
 		{name: "416 at the end", pos: 10, n: -1, size: -1, status: 416, contentRange: "bytes */10",
@@ -374,6 +378,70 @@ func TestReadRangeResumeLoop(t *testing.T) {
 			},
 			wantRanges: []string{"bytes=0-3"},
 			want:       "0123",
+		},
+		{
+			name: "a short 206 to a ranged read is resumed",
+			off:  2, n: 6,
+			script: []func(*http.Request) *http.Response{
+				answer(206, "bytes 2-4/10", 3, strings.NewReader("234")),
+				answer(206, "bytes 5-7/10", 3, strings.NewReader("567")),
+			},
+			wantRanges: []string{"bytes=2-7", "bytes=5-7"},
+			want:       "234567",
+		},
+		{
+			name: "a short 206 to an open-ended read is resumed",
+			off:  0, n: -1,
+			script: []func(*http.Request) *http.Response{
+				answer(206, "bytes 0-3/10", 4, strings.NewReader("0123")),
+				answer(206, "bytes 4-9/10", 6, strings.NewReader("456789")),
+			},
+			wantRanges: []string{"", "bytes=4-"},
+			want:       file,
+		},
+		{
+			name: "a source that answers a byte at a time",
+			off:  7, n: -1,
+			script: []func(*http.Request) *http.Response{
+				answer(206, "bytes 7-7/10", 1, strings.NewReader("7")),
+				answer(206, "bytes 8-8/10", 1, strings.NewReader("8")),
+				answer(206, "bytes 9-9/10", 1, strings.NewReader("9")),
+			},
+			wantRanges: []string{"bytes=7-", "bytes=8-", "bytes=9-"},
+			want:       "789",
+		},
+		{
+			name: "a short 206 then the file ends early",
+			off:  6, n: 10,
+			script: []func(*http.Request) *http.Response{
+				answer(206, "bytes 6-7/10", 2, strings.NewReader("67")),
+				answer(206, "bytes 8-9/10", 2, strings.NewReader("89")),
+			},
+			wantRanges: []string{"bytes=6-15", "bytes=8-15"},
+			want:       "6789",
+			wantIs:     io.EOF,
+		},
+		{
+			name: "a short 206 whose file then changes size",
+			off:  0, n: -1,
+			script: []func(*http.Request) *http.Response{
+				answer(206, "bytes 0-3/10", 4, strings.NewReader("0123")),
+				answer(206, "bytes 4-7/8", 4, strings.NewReader("4567")),
+			},
+			wantRanges: []string{"", "bytes=4-"},
+			want:       "0123",
+			wantErr:    "changed size on the source",
+		},
+		{
+			name: "200 without Content-Length short of the range: asks for the rest",
+			off:  2, n: 30,
+			script: []func(*http.Request) *http.Response{
+				answer(200, "", -1, strings.NewReader(file)),
+				answer(416, "bytes */10", 0, strings.NewReader("")),
+			},
+			wantRanges: []string{"bytes=2-31", "bytes=10-31"},
+			want:       "23456789",
+			wantIs:     io.EOF,
 		},
 		{
 			name: "file ends before the range",
