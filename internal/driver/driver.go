@@ -77,6 +77,7 @@ type Driver struct {
 	// other overlay may be mounted on its upper layer until they let go.
 	staleMounts map[string]bool
 }
+
 // Config is what the driver is built from.
 type Config struct {
 	Store *state.Store

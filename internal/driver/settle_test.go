@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,8 +250,8 @@ func TestSettleOfOldRecordWithoutUpper(t *testing.T) {
 	for _, l := range settledListing {
 		p, typ, _ := strings.Cut(l, "|")
 		perm, content, _ := strings.Cut(strings.SplitN(l, "|", 3)[2], "|")
-		var mode uint32
-		fmt.Sscanf(perm, "%o", &mode)
+		mode, err := strconv.ParseUint(perm, 8, 32)
+		must(t, err)
 		full := filepath.Join(dataDir, p)
 		mustMkdir(t, filepath.Dir(full), 0o755)
 		if strings.HasPrefix(typ, "dir") {
