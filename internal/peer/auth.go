@@ -19,11 +19,15 @@ func (s *Server) withExport(h exportHandler) http.HandlerFunc {
 		exp, ok := s.authenticate(r, id)
 		if !ok {
 			// Same answer for unknown export, wrong and missing credential:
-			// a prober learns nothing about which exports exist.
+			// a prober learns nothing about which exports exist. The
+			// connection is closed after it (on HTTP/2: GOAWAY), so a
+			// prober must pay a handshake for each guess.
 			w.Header().Set("WWW-Authenticate", `Bearer realm="cargo"`)
+			w.Header().Set("Connection", "close")
 			http.Error(w, strings.TrimSuffix(unauthorizedBody, "\n"), http.StatusUnauthorized)
 			return
 		}
+		markAuthenticated(r.Context())
 		if !s.acquire(id) {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "the source is busy serving this export; retry shortly", http.StatusTooManyRequests)

@@ -50,9 +50,36 @@ type ServerOptions struct {
 	IdleTimeout            time.Duration // 2m
 	MaxHeaderBytes         int           // 16 KiB
 	MaxConcurrentStreams   int           // HTTP/2 streams per connection, 64
+
+	// MaxConns is how many connections may be open at once, default
+	// DefaultMaxConns; never more than half the process's RLIMIT_NOFILE,
+	// so that the volume API and the FUSE mounts keep descriptors whatever
+	// the network does. A connection beyond it is closed at once.
+	MaxConns int
+	// MaxConnsPerAddr is how many of them may come from one IPv4 address
+	// or IPv6 /64, default DefaultMaxConnsPerAddr (never more than
+	// MaxConns): one host cannot take them all.
+	MaxConnsPerAddr int
+	// HandshakeTimeout bounds a connection's TLS handshake, default 5s.
+	HandshakeTimeout time.Duration
+	// AuthTimeout closes a connection that has not carried a request with a
+	// valid credential this long after it was accepted, default 10s. A
+	// request refused for its credential closes its connection too.
+	AuthTimeout time.Duration
 }
 
-func (o ServerOptions) withDefaults() ServerOptions {
+// Connection bounds by default. A target host opens one HTTP/2 connection
+// and up to about five HTTP/1.1 ones (the background copy's workers and
+// their idle pool) per federated volume it copies, so 128 serve some 20
+// volumes copying at once from one host.
+const (
+	DefaultMaxConns        = 1024
+	DefaultMaxConnsPerAddr = 128
+)
+
+// withDefaults fills in the defaults; nofile is RLIMIT_NOFILE, 0 if
+// unknown.
+func (o ServerOptions) withDefaults(nofile uint64) ServerOptions {
 	def := func(v *int, d int) {
 		if *v <= 0 {
 			*v = d
@@ -73,6 +100,14 @@ func (o ServerOptions) withDefaults() ServerOptions {
 	defDur(&o.IdleTimeout, 2*time.Minute)
 	def(&o.MaxHeaderBytes, 16<<10)
 	def(&o.MaxConcurrentStreams, 64)
+	def(&o.MaxConns, DefaultMaxConns)
+	if nofile > 0 {
+		o.MaxConns = int(min(uint64(o.MaxConns), max(nofile/2, 1)))
+	}
+	def(&o.MaxConnsPerAddr, DefaultMaxConnsPerAddr)
+	o.MaxConnsPerAddr = min(o.MaxConnsPerAddr, o.MaxConns)
+	defDur(&o.HandshakeTimeout, 5*time.Second)
+	defDur(&o.AuthTimeout, 10*time.Second)
 	return o
 }
 
@@ -86,20 +121,24 @@ type Server struct {
 
 	mu       sync.Mutex
 	inflight map[string]int // export id -> requests in flight
+
+	gate     *connGate
+	refusals refusals
 }
 
 // NewServer returns a server for exports presenting identity id. A nil log
-// discards logs.
+// discards logs. It reads RLIMIT_NOFILE now to bound MaxConns.
 func NewServer(exports Exports, id *Identity, opts ServerOptions, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
 		exports:  exports,
-		opts:     opts.withDefaults(),
+		opts:     opts.withDefaults(openFileLimit()),
 		log:      log,
 		inflight: make(map[string]int),
 	}
+	s.gate = newConnGate(s.opts.MaxConns, s.opts.MaxConnsPerAddr)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/exports/{id}/manifest", s.withExport(s.serveManifest))
 	mux.HandleFunc("GET /v1/exports/{id}/files/{index}", s.withExport(s.serveFile))
@@ -113,6 +152,7 @@ func NewServer(exports Exports, id *Identity, opts ServerOptions, log *slog.Logg
 		ReadHeaderTimeout: s.opts.ReadHeaderTimeout,
 		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.MaxHeaderBytes,
+		ConnContext:       connContext,
 		// No ReadTimeout/WriteTimeout: responses may stream gigabytes. Bodies
 		// get BodyReadTimeout in the handlers instead.
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -130,10 +170,13 @@ func NewServer(exports Exports, id *Identity, opts ServerOptions, log *slog.Logg
 // Handler returns the HTTP handler (without TLS), for tests and embedding.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve accepts TLS connections on l (a plain TCP listener) until Shutdown.
-// It returns http.ErrServerClosed after Shutdown.
+// Serve accepts TLS connections on l (a plain TCP listener) until Shutdown,
+// within the connection bounds of ServerOptions. It returns
+// http.ErrServerClosed after Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	return s.srv.ServeTLS(l, "", "")
+	// The listener does the TLS handshakes: net/http sees *tls.Conns whose
+	// handshake is done, and serves HTTP/2 on them as TLSConfig offers it.
+	return s.srv.Serve(s.newListener(l))
 }
 
 // Shutdown stops accepting connections and waits for in-flight requests
