@@ -143,11 +143,19 @@ func TestTargetPluginKilledMidCopy(t *testing.T) {
 }
 
 // neverBelow checks that progress survived a restart: once the plugin
-// answers again, bytes_copied is not below what it was before.
+// answers again and has read the volume's replica (until then its Status
+// says it is recovering, and knows no progress), bytes_copied is not below
+// what it was before.
 func neverBelow(t *testing.T, h *harness.Host, vol string, before int64) {
 	t.Helper()
-	harness.Eventually(t, time.Minute, "the restarted plugin answers", func() error {
-		return h.Docker(harness.Ctx(t), "volume", "inspect", vol).Err
+	harness.Eventually(t, time.Minute, "the restarted plugin answers and recovers the volume", func() error {
+		if err := h.Docker(harness.Ctx(t), "volume", "inspect", vol).Err; err != nil {
+			return err
+		}
+		if st := h.VolumeStatus(t, vol); st["error"] == "recovering after a restart" {
+			return fmt.Errorf("status %v", st)
+		}
+		return nil
 	})
 	if st := h.VolumeStatus(t, vol); copied(st) < before {
 		t.Fatalf("bytes_copied fell from %d to %d after the restart: %v", before, copied(st), st)
