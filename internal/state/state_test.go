@@ -182,3 +182,51 @@ func write(t *testing.T, p, s string) {
 		t.Fatal(err)
 	}
 }
+
+func TestSweepLeavesVolumes(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mkdir(t, s.DataDir("half"))
+	mkdir(t, s.DataDir("whole"))
+	if err := s.Save(&Volume{Name: "whole", Kind: KindLocal}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"half", "whole"} {
+		if err := s.Sweep(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(s.Dir("half")); !os.IsNotExist(err) {
+		t.Errorf("leftover not swept: %v", err)
+	}
+	if _, err := os.Stat(s.DataDir("whole")); err != nil {
+		t.Errorf("a volume with a record was swept: %v", err)
+	}
+	if err := s.Sweep("../x"); err == nil {
+		t.Error("swept an invalid name")
+	}
+}
+
+func TestSettleStepOfOldRecords(t *testing.T) {
+	for _, tt := range []struct {
+		rec  FederationRecord
+		want SettleStep
+	}{
+		{FederationRecord{}, ""},
+		{FederationRecord{Settling: true}, SettleMerge}, // before settle steps
+		{FederationRecord{Settling: true, SettleStep: SettleCleanup}, SettleCleanup},
+		{FederationRecord{Settled: true}, ""},
+	} {
+		if got := tt.rec.Step(); got != tt.want {
+			t.Errorf("%+v: Step() = %q, want %q", tt.rec, got, tt.want)
+		}
+	}
+	v := &Volume{Name: "v", Federation: &FederationRecord{SettleRoot: &DirMeta{Mode: 0o755}}}
+	c := v.Clone()
+	c.Federation.SettleRoot.Mode = 0o700
+	if v.Federation.SettleRoot.Mode != 0o755 {
+		t.Error("Clone shares SettleRoot")
+	}
+}
