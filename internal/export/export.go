@@ -6,6 +6,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -49,12 +50,34 @@ func Open(ctx context.Context, id, token, dir string, onComplete func(report str
 		root.Close()
 		return nil, fmt.Errorf("reading the volume's tree: %w", err)
 	}
+	if err := checkMovable(m); err != nil {
+		root.Close()
+		return nil, err
+	}
 	var buf bytes.Buffer
 	if err := manifest.Encode(&buf, m); err != nil {
 		root.Close()
 		return nil, err
 	}
 	return &Export{ID: id, tokenHash: peer.HashToken(token), root: root, m: m, encoded: buf.Bytes(), onComplete: onComplete}, nil
+}
+
+// targetLimits is what a target's plugin accepts; tests shrink it.
+var targetLimits = manifest.DefaultLimits
+
+// checkMovable refuses, now rather than on the target, a tree the target
+// would refuse: one over the limits a target puts on a manifest.
+func checkMovable(m *manifest.Manifest) error {
+	err := m.Validate(targetLimits)
+	var le *manifest.LimitError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &le):
+		return fmt.Errorf("the volume is too large to move by federation: %s is over the limit of %d that a target accepts (%s)",
+			le.What, le.Max, le.Limit)
+	}
+	return fmt.Errorf("the volume's tree: %w", err)
 }
 
 // Totals is what the target will copy.

@@ -110,3 +110,22 @@ func TestRegistry(t *testing.T) {
 		t.Fatal("removed export still found")
 	}
 }
+
+// A tree a target would refuse is refused at once on the source.
+func TestOpenRefusesWhatATargetWould(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"a", "b", "c"} {
+		must(t, os.WriteFile(filepath.Join(dir, name), nil, 0o644))
+	}
+	saved := targetLimits
+	t.Cleanup(func() { targetLimits = saved })
+	targetLimits = manifest.Limits{MaxEntries: 3}
+	_, err := Open(context.Background(), "id1", "tok", dir, func(string) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "too large to move") || !strings.Contains(err.Error(), "MaxEntries") {
+		t.Fatalf("err = %v", err)
+	}
+	targetLimits = manifest.Limits{MaxEntries: 4}
+	e, err := Open(context.Background(), "id1", "tok", dir, func(string) error { return nil })
+	must(t, err)
+	must(t, e.Close())
+}
