@@ -45,9 +45,9 @@ func realVolume(dirs, perDir int) *Manifest {
 
 // TestDefaultLimitsFitAMillionFiles: a real volume of 1,000,000 files
 // decodes under half of every default. Every limit adds up per entry, so
-// a tenth of the volume is checked against a twentieth of the defaults.
+// a fiftieth of the volume is checked against a hundredth of the defaults.
 func TestDefaultLimitsFitAMillionFiles(t *testing.T) {
-	const scale = 10
+	const scale = 50
 	m := realVolume(10_000/scale, 100)
 	var buf bytes.Buffer
 	must(t, Encode(&buf, m))
@@ -70,7 +70,7 @@ func TestDefaultLimitsFitAMillionFiles(t *testing.T) {
 		MaxTotalXattrBytes: d.MaxTotalXattrBytes / scale / margin,
 	}
 	if _, err := Decode(bytes.NewReader(enc), half); err != nil {
-		t.Fatalf("a tenth of a million files does not decode under a twentieth of the defaults: %v", err)
+		t.Fatalf("a fiftieth of a million files does not decode under a hundredth of the defaults: %v", err)
 	}
 }
 
@@ -118,9 +118,9 @@ func TestDecodeBombs(t *testing.T) {
 	}{
 		{
 			name:   "xattrs",
-			limits: Limits{MaxTotalXattrBytes: 16 << 20},
+			limits: Limits{MaxTotalXattrBytes: 4 << 20},
 			asks:   claim * 200 << 10,
-			size:   64 << 20,
+			size:   8 << 20,
 			line: func(i int) string {
 				if i == 0 {
 					return rootLine
@@ -128,13 +128,13 @@ func TestDecodeBombs(t *testing.T) {
 				return fmt.Sprintf(`{"i":%d,"p":"f%d","t":2,"h":-1,"n":1,"x":{"user.a":"%s"}}`+"\n", i, i, xattrValue)
 			},
 			limit:  "MaxTotalXattrBytes",
-			budget: 96 << 20,
+			budget: 24 << 20,
 		},
 		{
 			name:   "paths",
-			limits: Limits{MaxTotalPathBytes: 16 << 20},
+			limits: Limits{MaxTotalPathBytes: 4 << 20},
 			asks:   claim * 4000,
-			size:   64 << 20,
+			size:   8 << 20,
 			line: func(i int) string {
 				if i == 0 {
 					return rootLine
@@ -142,13 +142,13 @@ func TestDecodeBombs(t *testing.T) {
 				return fmt.Sprintf(`{"i":%d,"p":"%s%d","t":2,"h":-1,"n":1}`+"\n", i, longDir, i)
 			},
 			limit:  "MaxTotalPathBytes",
-			budget: 96 << 20,
+			budget: 24 << 20,
 		},
 		{
 			name:   "decompressed bytes",
-			limits: Limits{MaxBytes: 64 << 20},
+			limits: Limits{MaxBytes: 8 << 20},
 			asks:   claim * 900 << 10,
-			size:   128 << 20,
+			size:   12 << 20,
 			line: func(i int) string {
 				if i == 0 {
 					return strings.TrimSuffix(rootLine, "}\n") + padding + "}\n"
@@ -156,7 +156,7 @@ func TestDecodeBombs(t *testing.T) {
 				return fmt.Sprintf(`{"i":%d,"p":"f%d","t":2,"h":-1,"n":1%s}`+"\n", i, i, padding)
 			},
 			limit:  "MaxBytes",
-			budget: 16 << 20,
+			budget: 16 << 20, // 7 MiB of it the first slab of Entries, for 65,536
 		},
 	}
 	for _, tc := range cases {
