@@ -199,7 +199,7 @@ func (d *Driver) recoverExport(ctrl string) {
 	if d.ctx.Err() != nil {
 		return
 	}
-	v, unlock := d.lockVolume(ctrl)
+	v, unlock := d.lockVolumeNow(ctrl) // lockVolume would wait for this very recovery
 	defer unlock()
 	if v == nil || v.Kind != state.KindExport {
 		return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/docker/go-plugins-helpers/volume"
 
+	"github.com/cargo-migrate/cargo/internal/export"
 	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/state"
@@ -292,4 +293,34 @@ func TestConflictingCreateRedactsTheTicket(t *testing.T) {
 	if !strings.Contains(err.Error(), "from=cargo://e1:xxxxx@192.0.2.1:7450?fp=sha256:") {
 		t.Fatalf("the error does not name the ticket: %v", err)
 	}
+}
+
+// An export open when the plugin stopped is served again after the start,
+// once the volume it exports is recovered; the peer service waits for it.
+func TestOpenExportServedAgain(t *testing.T) {
+	f := newFixture(t)
+	f.cfg = func(c *Config) {
+		c.Exports = export.NewRegistry()
+		c.Advertise = "192.0.2.1:7450"
+		c.Fingerprint = "sha256:" + strings.Repeat("cd", 32)
+	}
+	f.restart(t)
+	mustCreate(t, f.d, "src", nil)
+	mustCreate(t, f.d, "src.x", map[string]string{"export": "src", "to": "h2"})
+	f.restart(t)
+	select {
+	case <-f.d.ExportsServed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the open export is not served again")
+	}
+	if oe := f.d.openExportOf("src.x"); oe == nil || oe.exp == nil {
+		t.Fatal("no export served for src.x")
+	}
+	if st := statusOf(t, f.d, "src.x"); st["state"] != "exporting" || st["error"] != nil {
+		t.Fatalf("status of the export volume: %v", st)
+	}
+	if st := statusOf(t, f.d, "src"); st["state"] != "exporting" {
+		t.Fatalf("status of the exported volume: %v", st)
+	}
+	must(t, f.d.Remove(&volume.RemoveRequest{Name: "src.x"}))
 }

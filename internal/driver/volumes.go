@@ -162,9 +162,17 @@ func exportedVolume(v *state.Volume) string {
 // lockVolume takes name's lock and, when name is an export volume, the
 // exported volume's too. It returns name's record (nil if there is none)
 // and the release.
+//
+// It waits first for both to be recovered after the start.
 func (d *Driver) lockVolume(name string) (*state.Volume, func()) {
+	d.waitRecovered(name, exportedVolume(d.volume(name)))
+	return d.lockVolumeNow(name)
+}
+
+// lockVolumeNow is lockVolume without waiting for recovery: for the
+// recovery of an export volume itself.
+func (d *Driver) lockVolumeNow(name string) (*state.Volume, func()) {
 	for {
-		d.waitRecovered(name, exportedVolume(d.volume(name)))
 		other := exportedVolume(d.volume(name))
 		var unlock func()
 		if other == "" {
