@@ -11,7 +11,10 @@ import (
 
 // Batch fetches many files in one request and calls fn for each, in the
 // order of indexes, with the file's size and a reader of exactly that many
-// bytes. fn should consume the reader; what it leaves is discarded. fn is
+// bytes. The size is the source's word: fn should refuse one that differs
+// from what it expects (its manifest's) before reading, since a hostile
+// source can announce any size up to 2^62. fn should consume the reader;
+// what it leaves is discarded. fn is
 // not called for files the source reports as unavailable. The reader is
 // valid only until fn returns. Batches larger
 // than DefaultMaxBatchFiles are split into several requests.

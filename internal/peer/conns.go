@@ -174,7 +174,9 @@ type listener struct {
 
 func (s *Server) newListener(raw net.Listener) *listener {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &listener{raw: raw, s: s, conf: s.srv.TLSConfig, ready: make(chan net.Conn), done: make(chan struct{}),
+	// A copy: http.Server.Serve writes to its TLSConfig while setting up
+	// HTTP/2, and the handshakes may already run.
+	l := &listener{raw: raw, s: s, conf: s.srv.TLSConfig.Clone(), ready: make(chan net.Conn), done: make(chan struct{}),
 		ctx: ctx, cancel: cancel}
 	go l.acceptLoop()
 	return l

@@ -7,7 +7,10 @@
 // Transport: HTTP/2 (HTTP/1.1 also works) over TLS 1.3. The server presents a
 // self-signed certificate (Identity) that the client pins by its SHA-256
 // fingerprint; each export has its own bearer credential, of which the server
-// only knows the hash. Both travel to the target inside a Ticket.
+// only knows the hash. Both travel to the target inside a Ticket. Anyone
+// can connect and complete a handshake, so the server bounds the
+// connections it holds and closes those without a valid credential soon
+// (ServerOptions); the client bounds every body by what it asked for.
 //
 // Routes, all below /v1/exports/{id}/ and all requiring
 // "Authorization: Bearer <token>":
