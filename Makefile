@@ -26,7 +26,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-build bench demo demo-down vet lint clean
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-fuzz test-build bench demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -74,10 +74,23 @@ push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:por
 	docker plugin push $(PLUGIN_REF)
 	docker plugin rm $(PLUGIN_REF)
 
-test: test-unit test-e2e test-engine26 ## Run all tests: unit tests, then tests on real engines (root)
+test: test-unit test-fuzz test-e2e test-engine26 ## Run all tests: unit tests, brief fuzzing, then tests on real engines (root)
 
 test-unit: ## Unit tests of pure logic
 	$(GO) test -count=1 -tags "$(TEST_TAGS)" ./internal/... ./cli-plugin/... ./volume-plugin/...
+
+# Each fuzz target for a few seconds: the hostile-input parsers of the peer
+# protocol and the manifest (go test -fuzz takes one target at a time).
+FUZZ_TIME ?= 5s
+FUZZ_TARGETS := internal/peer:FuzzParseRange internal/peer:FuzzContentRange internal/peer:FuzzServerRequest \
+	internal/peer:FuzzBatchStream internal/peer:FuzzReadRange internal/manifest:FuzzDecode
+
+test-fuzz: ## Run each fuzz target for FUZZ_TIME (5s)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($${t%%:*}, $(FUZZ_TIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) -tags "$(TEST_TAGS)" ./$${t%%:*}/ >$(BUILD)/fuzz.log 2>&1 \
+			|| { cat $(BUILD)/fuzz.log; exit 1; }; \
+	done
 
 test-build: ## Build the CLI and plugin with failpoints into build/test, for the real-engine tests
 	$(MAKE) --no-print-directory cli plugin BUILD=$(TEST_BUILD) TAGS="$(TEST_TAGS)"
