@@ -86,7 +86,7 @@ FUZZ_TARGETS := internal/peer:FuzzParseRange internal/peer:FuzzContentRange inte
 	internal/peer:FuzzBatchStream internal/peer:FuzzReadRange internal/manifest:FuzzDecode
 
 test-fuzz: ## Run each fuzz target for FUZZ_TIME (5s)
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@mkdir -p $(BUILD); set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($${t%%:*}, $(FUZZ_TIME))"; \
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZ_TIME) -tags "$(TEST_TAGS)" ./$${t%%:*}/ >$(BUILD)/fuzz.log 2>&1 \
 			|| { cat $(BUILD)/fuzz.log; exit 1; }; \
