@@ -54,6 +54,8 @@ plugin: $(BUILD)/cargo-volume-plugin config.json ## Build build/plugin (config.j
 plugin-create: plugin ## Create and enable the managed plugin on the current engine (PLUGIN_NAME, PLUGIN_TAG)
 	-docker plugin disable -f $(PLUGIN_REF) >/dev/null 2>&1
 	-docker plugin rm -f $(PLUGIN_REF) >/dev/null 2>&1
+	# The state mount's source; engines do not create it.
+	mkdir -p -m 0700 "$$(docker info -f '{{.DockerRootDir}}')/plugins/cargo"
 	docker plugin create $(PLUGIN_REF) $(BUILD)/plugin
 	docker plugin enable $(PLUGIN_REF)
 

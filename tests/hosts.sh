@@ -196,6 +196,8 @@ setup_host() {
 		die "engine h$i did not answer within 90s (log: $dir/dockerd.log)"
 	fi
 	dk "$i" import -c 'CMD ["sh"]' "$BASE/busybox.tar" "$IMAGE" >/dev/null
+	# The plugin's state mount must exist: engines do not create it.
+	mkdir -p -m 0700 "$dir/docker/plugins/cargo"
 	dk "$i" plugin create cargo:latest "$BUILD/plugin" >/dev/null
 	dk "$i" plugin enable cargo:latest >/dev/null
 	DOCKER_CONFIG=$BASE/config docker context create "$PREFIX-h$i" \

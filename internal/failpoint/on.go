@@ -71,7 +71,10 @@ func Inject(name string) error {
 			panic(a.err(name))
 		case kindKill:
 			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal is on its way
+			// PID 1 of a PID namespace (a managed plugin) ignores its own
+			// SIGKILL: end the process at once as the kernel would, with
+			// no deferred work and the same exit status.
+			syscall.Exit(128 + int(syscall.SIGKILL))
 		case kindSleep:
 			time.Sleep(a.sleep)
 			return nil
