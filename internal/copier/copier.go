@@ -6,6 +6,12 @@
 // background's chunks; a small file a read fetches while a background batch
 // streams it may cross the wire twice, and lands once.
 //
+// The copier keeps its requests to the source below what the source serves
+// at once, reads first, so a read waits its turn rather than being turned
+// away; it fails only when the source is gone for good. A full disk stalls
+// the background copy until space is freed, and reads meanwhile take their
+// bytes from the source.
+//
 // The copier owns every goroutine it starts: Close stops them and returns
 // once they, and the calls in progress, have ended.
 package copier
@@ -48,8 +54,17 @@ type Options struct {
 	BatchFiles int
 	BatchBytes int64
 	// Permanent reports errors that retrying cannot mend (the export is
-	// gone, the credential refused).
+	// gone, the credential refused). Reads fail only on these, or when
+	// their context ends.
 	Permanent func(error) bool
+	// MaxRequests bounds the requests to the source in flight at once,
+	// background and reads together, default 12: below the 16 the source
+	// serves per export, beyond which it turns requests away.
+	MaxRequests int
+	// Dir is the replica's directory. When its disk fills, the copy says
+	// how much more space it needs, and resumes when it was freed, as a
+	// statfs of Dir shows; without Dir it retries now and then.
+	Dir string
 }
 
 func (o *Options) defaults() {
@@ -61,6 +76,9 @@ func (o *Options) defaults() {
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 8 << 20
+	}
+	if o.MaxRequests <= 0 {
+		o.MaxRequests = 12
 	}
 	if o.Permanent == nil {
 		o.Permanent = func(error) bool { return false }
@@ -81,6 +99,10 @@ type Copier struct {
 	flights singleflight.Group
 	// demand holds the background copy back while reads fetch.
 	demand demand
+	// limit queues requests to the source, reads first.
+	limit *limiter
+	// room sends reads to the source while the disk is full.
+	room room
 
 	status   status
 	done     chan struct{}
@@ -90,7 +112,7 @@ type Copier struct {
 // New prepares a copier; Run does the background work.
 func New(rep *replica.Replica, src Source, opts Options, log *slog.Logger) *Copier {
 	opts.defaults()
-	c := &Copier{rep: rep, src: src, opts: opts, log: log, life: newLifetime(), done: make(chan struct{})}
+	c := &Copier{rep: rep, src: src, opts: opts, log: log, life: newLifetime(), limit: newLimiter(opts.MaxRequests), done: make(chan struct{})}
 	c.status.state, c.status.updated = StateCopying, time.Now()
 	if rep.Complete() {
 		c.status.state = StateComplete

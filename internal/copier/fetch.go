@@ -37,6 +37,16 @@ func (c *Copier) once(ctx context.Context, key string, fetch func(ctx context.Co
 	}
 }
 
+// request makes one request to the source in a slot of class cl.
+func (c *Copier) request(ctx context.Context, cl class, do func() error) error {
+	release, err := c.limit.acquire(ctx, cl)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return do()
+}
+
 func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 	var todo []int
 	for _, i := range indexes {
@@ -47,13 +57,16 @@ func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	return c.src.Batch(ctx, todo, func(index int, size int64, r io.Reader) error {
-		if size != c.rep.Entry(index).Size {
-			return fmt.Errorf("the source sent %d bytes for %q, its manifest said %d", size, c.rep.Entry(index).Path, c.rep.Entry(index).Size)
-		}
-		// The stream must be consumed here, so this write cannot be handed
-		// to once; WriteWhole skips a file a read completed meanwhile.
-		return c.rep.WriteWhole(index, replica.Background, r)
+	return c.request(ctx, forBackground, func() error {
+		return c.src.Batch(ctx, todo, func(index int, size int64, r io.Reader) error {
+			if size != c.rep.Entry(index).Size {
+				return fmt.Errorf("the source sent %d bytes for %q, its manifest said %d", size, c.rep.Entry(index).Path, c.rep.Entry(index).Size)
+			}
+			// The stream must be consumed here, so this write cannot be
+			// handed to once; WriteWhole skips a file a read completed
+			// meanwhile.
+			return c.room.note(c.rep.WriteWhole(index, replica.Background, r))
+		})
 	})
 }
 
@@ -63,13 +76,17 @@ func (c *Copier) fetchWhole(ctx context.Context, i int) error {
 		if c.rep.Done(i) {
 			return nil
 		}
-		return c.demandSource().Batch(ctx, []int{i}, func(index int, _ int64, r io.Reader) error {
-			return c.rep.WriteWhole(index, replica.OnDemand, r)
+		return c.request(ctx, forRead, func() error {
+			return c.demandSource().Batch(ctx, []int{i}, func(index int, _ int64, r io.Reader) error {
+				return c.room.note(c.rep.WriteWhole(index, replica.OnDemand, r))
+			})
 		})
 	})
 }
 
-func (c *Copier) fetchChunk(ctx context.Context, src Source, i, ch int) error {
+// fetchChunk fetches chunk ch of large file i from src, in a slot of class
+// cl.
+func (c *Copier) fetchChunk(ctx context.Context, cl class, src Source, i, ch int) error {
 	return c.once(ctx, flightKey(i, ch), func(ctx context.Context) error {
 		if c.rep.Done(i) {
 			return nil
@@ -79,19 +96,23 @@ func (c *Copier) fetchChunk(ctx context.Context, src Source, i, ch int) error {
 			return nil
 		}
 		if err != nil {
-			return err
+			return c.room.note(err)
 		}
 		if p.Has(ch) {
 			return nil
 		}
 		off, n := p.Range(ch)
-		got, err := src.ReadRange(ctx, i, off, n, io.NewOffsetWriter(p.WriterAt(), off))
-		if err != nil {
+		var got int64
+		err = c.request(ctx, cl, func() (err error) {
+			got, err = src.ReadRange(ctx, i, off, n, io.NewOffsetWriter(p.WriterAt(), off))
 			return err
+		})
+		if err != nil {
+			return c.room.note(err)
 		}
 		if got != n {
 			return fmt.Errorf("the source sent %d bytes of chunk %d of %q, want %d", got, ch, c.rep.Entry(i).Path, n)
 		}
-		return p.MarkChunk(ch)
+		return c.room.note(p.MarkChunk(ch))
 	})
 }

@@ -85,7 +85,7 @@ func (c *Copier) plan(ctx context.Context, g *errgroup.Group) error {
 		}
 		for _, ch := range p.Missing() {
 			if err := send(func() error {
-				return c.background(ctx, "copying "+e.Path, func() error { return c.fetchChunk(ctx, c.src, i, ch) })
+				return c.background(ctx, "copying "+e.Path, func() error { return c.fetchChunk(ctx, forBackground, c.src, i, ch) })
 			}); err != nil {
 				return err
 			}
@@ -104,9 +104,11 @@ func (c *Copier) background(ctx context.Context, what string, fetch func() error
 }
 
 // retry runs op until it succeeds, with backoff, showing the copy as
-// stalled while it fails. A permanent error fails the copy.
+// stalled while it fails. A full disk waits for space. A permanent error
+// fails the copy.
 func (c *Copier) retry(ctx context.Context, what string, op func() error) error {
 	backoff := 200 * time.Millisecond
+	roomWait := roomRetry
 	for {
 		err := op()
 		if err == nil {
@@ -115,6 +117,13 @@ func (c *Copier) retry(ctx context.Context, what string, op func() error) error 
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if diskFull(err) {
+			if err := c.waitForRoom(ctx, fmt.Errorf("%s: %w", what, err), roomWait); err != nil {
+				return err
+			}
+			roomWait = min(roomWait*2, roomRetryMax)
+			continue
 		}
 		if c.opts.Permanent(err) {
 			if c.rep.Complete() {
@@ -141,7 +150,7 @@ func (c *Copier) finish(ctx context.Context) error {
 	files, bytes := c.rep.Totals()
 	report := fmt.Sprintf("%d files, %d bytes", files, bytes)
 	err := c.retry(ctx, "telling the source the copy is complete", func() error {
-		return c.src.Complete(ctx, report)
+		return c.request(ctx, forBackground, func() error { return c.src.Complete(ctx, report) })
 	})
 	switch {
 	case err != nil && ctx.Err() == nil && c.opts.Permanent(err):

@@ -27,7 +27,10 @@ type Status struct {
 	Rate float64
 	// Updated is when the copy last made progress.
 	Updated time.Time
-	Error   string
+	// Error is why the copy is stalled or failed, for the user: a full
+	// disk says how much more space the copy needs, and that it resumes
+	// by itself once that is freed.
+	Error string
 }
 
 // status is the copy's state and the samples its rate comes from.
