@@ -59,8 +59,8 @@ func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 	}
 	return c.request(ctx, forBackground, func() error {
 		return c.src.Batch(ctx, todo, func(index int, size int64, r io.Reader) error {
-			if size != c.rep.Entry(index).Size {
-				return fmt.Errorf("the source sent %d bytes for %q, its manifest said %d", size, c.rep.Entry(index).Path, c.rep.Entry(index).Size)
+			if err := c.checkSize(index, size); err != nil {
+				return err
 			}
 			// The stream must be consumed here, so this write cannot be
 			// handed to once; WriteWhole skips a file a read completed
@@ -70,6 +70,15 @@ func (c *Copier) fetchBatch(ctx context.Context, indexes []int) error {
 	})
 }
 
+// checkSize refuses a file the source sends at another size than its
+// manifest said: the replica would hold a file Verify then rejects.
+func (c *Copier) checkSize(index int, size int64) error {
+	if e := c.rep.Entry(index); size != e.Size {
+		return fmt.Errorf("the source sent %d bytes for %q, its manifest said %d", size, e.Path, e.Size)
+	}
+	return nil
+}
+
 // fetchWhole fetches one small file for a read.
 func (c *Copier) fetchWhole(ctx context.Context, i int) error {
 	return c.once(ctx, flightKey(i, whole), func(ctx context.Context) error {
@@ -77,7 +86,10 @@ func (c *Copier) fetchWhole(ctx context.Context, i int) error {
 			return nil
 		}
 		return c.request(ctx, forRead, func() error {
-			return c.demandSource().Batch(ctx, []int{i}, func(index int, _ int64, r io.Reader) error {
+			return c.demandSource().Batch(ctx, []int{i}, func(index int, size int64, r io.Reader) error {
+				if err := c.checkSize(index, size); err != nil {
+					return err
+				}
 				return c.room.note(c.rep.WriteWhole(index, replica.OnDemand, r))
 			})
 		})

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/replica"
 )
 
@@ -23,19 +24,65 @@ func (c *Copier) Run(ctx context.Context) error {
 		return err
 	}
 	defer end()
+	for round := 1; ; round++ {
+		if err := c.copyMissing(ctx); err != nil {
+			return err
+		}
+		var incomplete error
+		err := c.retry(ctx, "checking the copy", func() error {
+			err := c.verify()
+			if errors.Is(err, replica.ErrIncomplete) {
+				incomplete, err = err, nil
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		if incomplete == nil {
+			break
+		}
+		if round == verifyRounds {
+			err := fmt.Errorf("checking the copy after %d rounds: %w", round, incomplete)
+			c.status.set(StateFailed, err)
+			return err
+		}
+		// Verify counted what it found missing as missing again: the
+		// next round fetches it anew.
+		c.log.Warn("the copy is not complete on disk; copying again what is missing", "error", incomplete, "round", round)
+	}
+	return c.finish(ctx)
+}
+
+// verifyRounds is how many times Run copies what Verify found missing
+// before it gives up: a file that keeps vanishing is not the copier's to
+// fix.
+const verifyRounds = 3
+
+// copyMissing makes the skeleton and copies every file not yet done.
+func (c *Copier) copyMissing(ctx context.Context) error {
 	if err := c.retry(ctx, "creating directories and links", c.rep.Skeleton); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(c.opts.Workers)
-	err = c.plan(gctx, g)
+	err := c.plan(gctx, g)
 	if werr := g.Wait(); werr != nil {
 		return werr
 	}
-	if err != nil {
+	return err
+}
+
+// verify finishes the replica (directory times) and proves it complete
+// from disk.
+func (c *Copier) verify() error {
+	if err := failpoint.Inject("copier.before-verify"); err != nil {
 		return err
 	}
-	return c.finish(ctx)
+	if err := c.rep.Finish(); err != nil {
+		return err
+	}
+	return c.rep.Verify()
 }
 
 // plan hands out batches of small files and chunks of large ones to g's
@@ -76,12 +123,19 @@ func (c *Copier) plan(ctx context.Context, g *errgroup.Group) error {
 			}
 			continue
 		}
-		p, err := c.rep.Partial(i)
-		if errors.Is(err, replica.ErrFinished) {
-			continue
-		}
+		var p *replica.Partial
+		err := c.retry(ctx, "opening "+e.Path, func() (err error) {
+			p, err = c.rep.Partial(i)
+			if errors.Is(err, replica.ErrFinished) {
+				p, err = nil, nil
+			}
+			return err
+		})
 		if err != nil {
 			return err
+		}
+		if p == nil {
+			continue
 		}
 		for _, ch := range p.Missing() {
 			if err := send(func() error {
@@ -143,10 +197,9 @@ func (c *Copier) retry(ctx context.Context, what string, op func() error) error 
 	}
 }
 
+// finish tells the source the copy is complete. Run calls it only once
+// Verify has proved it.
 func (c *Copier) finish(ctx context.Context) error {
-	if err := c.retry(ctx, "finishing the replica", c.rep.Finish); err != nil {
-		return err
-	}
 	files, bytes := c.rep.Totals()
 	report := fmt.Sprintf("%d files, %d bytes", files, bytes)
 	err := c.retry(ctx, "telling the source the copy is complete", func() error {

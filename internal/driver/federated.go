@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cargo-migrate/cargo/internal/atomicfile"
 	"github.com/cargo-migrate/cargo/internal/copier"
 	"github.com/cargo-migrate/cargo/internal/lazyfs"
 	"github.com/cargo-migrate/cargo/internal/manifest"
@@ -93,7 +94,9 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 	if err := os.Chmod(upper, root.FileMode()); err != nil {
 		return err
 	}
-	if err := os.WriteFile(d.store.ManifestPath(name), raw.Bytes(), 0o600); err != nil {
+	// Durable before the record that points at it: a power cut must not
+	// leave a volume whose tree is a torn file.
+	if err := atomicfile.WriteFile(d.store.ManifestPath(name), raw.Bytes(), 0o600); err != nil {
 		return err
 	}
 	files, byteCount := m.Totals()
@@ -135,7 +138,7 @@ func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer
 		return nil, err
 	}
 	log := d.log.With("volume", name)
-	cop := copier.New(rep, bulk, copier.Options{Demand: client, Permanent: permanent}, log)
+	cop := copier.New(rep, bulk, copier.Options{Demand: client, Permanent: permanent, Dir: d.store.Dir(name)}, log)
 	ctx, cancel := context.WithCancel(d.ctx)
 	f := &federation{name: name, m: m, rep: rep, client: client, bulk: bulk, cop: cop, cancel: cancel, log: log}
 	d.setFed(name, f)

@@ -20,9 +20,14 @@ var ErrIncomplete = errors.New("the copy is not complete")
 type IncompleteError struct {
 	Path   string // the entry's path in the volume
 	Reason string
+	// More is how many other entries were found not in place.
+	More int
 }
 
 func (e *IncompleteError) Error() string {
+	if e.More > 0 {
+		return fmt.Sprintf("%v: %q %s, and %d more entries are not in place", ErrIncomplete, e.Path, e.Reason, e.More)
+	}
 	return fmt.Sprintf("%v: %q %s", ErrIncomplete, e.Path, e.Reason)
 }
 
@@ -37,12 +42,25 @@ func (e *IncompleteError) Is(target error) bool { return target == ErrIncomplete
 // survives a power cut. Call it before telling the source the copy is
 // complete; an error naming an entry (matching ErrIncomplete) means that
 // entry is to be copied again: a file counted done but not found is
-// counted missing again, so the copy fetches it anew.
+// counted missing again, so the copy fetches it anew. Verify checks every
+// entry, so that one more round of copying mends all it found.
 func (r *Replica) Verify() error {
+	var first *IncompleteError
 	for i := range r.m.Entries {
-		if err := r.verifyEntry(i); err != nil {
+		err := r.verifyEntry(i)
+		var inc *IncompleteError
+		switch {
+		case err == nil:
+		case !errors.As(err, &inc):
 			return err
+		case first == nil:
+			first = inc
+		default:
+			first.More++
 		}
+	}
+	if first != nil {
+		return first
 	}
 	d, err := r.root.Open(partialDir)
 	if err != nil {
