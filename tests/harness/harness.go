@@ -32,6 +32,8 @@ import (
 type Options struct {
 	// Prefix names the package's hosts, namespaces and state directory
 	// (/var/tmp/PREFIX); distinct per package, 1-8 of [a-z0-9].
+	// CARGO_TEST_PREFIX overrides it, so that two runs of one package
+	// can share a machine.
 	Prefix string
 	// Hosts is how many engines to start.
 	Hosts int
@@ -76,6 +78,9 @@ func run(m *testing.M, opts Options, out **Env) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
+	}
+	if p := os.Getenv("CARGO_TEST_PREFIX"); p != "" {
+		opts.Prefix = p
 	}
 	env := &Env{Prefix: opts.Prefix, Top: top, Build: os.Getenv("CARGO_BUILD")}
 	if env.Build == "" {
