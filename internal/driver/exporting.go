@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/names"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/state"
@@ -242,7 +243,19 @@ func (d *Driver) closeExport(ctrl string) {
 }
 
 // exportCompleted runs when the target reports the copy complete: the
-// export closes and the volume is no longer frozen.
+// export closes and the volume is no longer frozen. Its steps, each a
+// failpoint, and what a crash at each leaves:
+//
+//   - driver.export.before-record: nothing recorded; the next process
+//     serves the export again and the target, which retries until the
+//     source answers, reports again.
+//   - driver.export.before-close: the completion is recorded, so the next
+//     process neither serves the export nor freezes the volume; the
+//     target's retry finds the export gone, which tells it every byte is
+//     there.
+//
+// The target hears of success only once the export is closed. A repeated
+// report closes an export that a failure after the record left open.
 func (d *Driver) exportCompleted(ctrl, report string) error {
 	v, unlock := d.lockVolume(ctrl)
 	defer unlock()
@@ -250,7 +263,12 @@ func (d *Driver) exportCompleted(ctrl, report string) error {
 		return errors.New("export closed")
 	}
 	if !v.Export.Open() {
+		d.closeExport(ctrl)
 		return nil
+	}
+	d.log.Info("the target reports the copy complete", "export", ctrl, "volume", v.Export.Volume, "report", report)
+	if err := failpoint.Inject("driver.export.before-record"); err != nil {
+		return err
 	}
 	nv := v.Clone()
 	nv.Export.CompletedAt = time.Now().UTC()
@@ -259,8 +277,11 @@ func (d *Driver) exportCompleted(ctrl, report string) error {
 		return err
 	}
 	d.setVolume(nv)
-	d.log.Info("the target has everything; export closed", "export", ctrl, "volume", nv.Export.Volume, "report", report)
+	if err := failpoint.Inject("driver.export.before-close"); err != nil {
+		return err
+	}
 	d.closeExport(ctrl)
+	d.log.Info("the target has everything; export closed", "export", ctrl, "volume", nv.Export.Volume, "report", report)
 	return nil
 }
 
