@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/docker/cli/cli"
@@ -59,7 +60,11 @@ func printContainers(w io.Writer, rows []migrate.ContainerRow) error {
 		if r.State == migrate.StateUnreachable {
 			status = r.State
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, dash(r.Container), dash(r.Image), dash(status), migrationText(r), r.Error)
+		detail := r.Error
+		if r.Next != "" {
+			detail = strings.TrimPrefix(detail+"; "+r.Next, "; ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, dash(r.Container), dash(r.Image), dash(status), migrationText(r), detail)
 	}
 	return tw.Flush()
 }
@@ -75,6 +80,8 @@ func migrationText(r migrate.ContainerRow) string {
 		return "moved out to " + r.To
 	case migrate.MigrationMovedIn:
 		return fmt.Sprintf("moved in from %s (%s)", r.From, r.Progress)
+	case migrate.MigrationInterrupted:
+		return fmt.Sprintf("move to %s interrupted (%s)", r.To, r.Progress)
 	}
 	return dash(r.Migration)
 }

@@ -82,8 +82,10 @@ func runMove(ctx context.Context, dockerCli command.Cli, svc migrate.Service, na
 		// Where notices, warnings among them, still go.
 		progressOut = dockerCli.Err()
 	}
-	// Ctrl-C rolls the move back rather than leaving it half done.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	// Ctrl-C, a kill or a dropped ssh session (SIGHUP) rolls the move
+	// back rather than leaving it half done; after SIGKILL, the record
+	// on the source lets a new run finish it or `rollback` undo it.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	progress, err := newProgress(mode, progressOut, false)
 	if err != nil {

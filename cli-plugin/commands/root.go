@@ -24,6 +24,7 @@ func NewRootCmd(dockerCli command.Cli) *cobra.Command {
 		newCheckCommand(dockerCli, svc),
 		newFailoverCommand(dockerCli, svc),
 		newLsCommand(dockerCli, svc),
+		newRollbackCommand(dockerCli, svc),
 		newStatusCommand(dockerCli, svc),
 		newVersionCommand(dockerCli),
 	)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -54,7 +55,24 @@ func runStatus(ctx context.Context, dockerCli command.Cli, svc migrate.Service, 
 	if err != nil {
 		return err
 	}
+	noteInterrupted(ctx, dockerCli.Err(), svc, opts.containers)
 	return printStatuses(dockerCli.Out(), format, rows, time.Now())
+}
+
+// noteInterrupted tells, on stderr whatever the format, of the moves from
+// this context that did not finish, with the commands that finish or
+// undo them.
+func noteInterrupted(ctx context.Context, w io.Writer, svc migrate.Service, containers []string) {
+	moves, err := svc.Interrupted(ctx)
+	if err != nil {
+		fmt.Fprintln(w, "warning:", err)
+		return
+	}
+	for _, im := range moves {
+		if len(containers) == 0 || slices.Contains(containers, im.Container) {
+			fmt.Fprintln(w, "notice:", im)
+		}
+	}
 }
 
 // printStatuses prints rows as of now, in now's location, so that tests

@@ -6,6 +6,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -112,7 +113,17 @@ const PluginName = "cargo"
 // check is the move's first phase: it fails unless every check passed
 // (or was skipped with --force), and reads the source container.
 func (m *mover) check(ctx context.Context) (string, error) {
-	r, err := checkMove(ctx, m.src, m.dst, m.res.Container, m.opts.CheckOptions)
+	if err := m.resume(ctx); err != nil {
+		return "", err
+	}
+	if m.rec != nil && m.rec.Done() {
+		return "an earlier run had finished the move", nil
+	}
+	var owned []string
+	if m.rec != nil {
+		owned = m.rec.Volumes
+	}
+	r, err := checkMove(ctx, m.src, m.dst, m.res.Container, m.opts.CheckOptions, owned)
 	if err != nil {
 		return "", err
 	}
@@ -135,13 +146,21 @@ func (m *mover) check(ctx context.Context) (string, error) {
 		return "", err
 	}
 	m.ctr = insp.Container
+	if m.resumed {
+		// The move stopped it and set its policy to "no".
+		hc := *m.ctr.HostConfig
+		hc.RestartPolicy = m.rec.RestartPolicy
+		m.ctr.HostConfig = &hc
+		return fmt.Sprintf("finishing the move interrupted after its %s phase", m.rec.Phase), nil
+	}
 	return "", nil
 }
 
 // checkMove runs every check of moving container name from src to dst.
 // It changes nothing. An error is returned only when the checks
-// themselves cannot run; failed checks are in the report.
-func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOptions) (*Report, error) {
+// themselves cannot run; failed checks are in the report. Volumes named
+// in owned are the target's twins an interrupted move already made.
+func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOptions, owned []string) (*Report, error) {
 	r := &Report{Container: name, Source: src.Context, Target: dst.Context}
 	srcUp := r.add("source engine reachable", reach(ctx, src), "")
 	dstUp := r.add("target engine reachable", reach(ctx, dst), "")
@@ -176,7 +195,7 @@ func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOpti
 		r.add("name free on target", fmt.Errorf("asking %s: %w", dst.Context, err), "")
 	}
 	r.checkImage(ctx, src, dst, ctr)
-	r.checkVolumeNames(ctx, dst)
+	r.checkVolumeNames(ctx, dst, owned)
 	r.checkPorts(ctx, dst, ctr)
 	r.checkDisk(ctx, src, dst, ctr)
 	if opts.Force {
@@ -192,7 +211,7 @@ func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOpti
 
 // checkVolumeNames refuses volumes whose names the target already uses:
 // the move makes each under its own name there.
-func (r *Report) checkVolumeNames(ctx context.Context, dst Engine) {
+func (r *Report) checkVolumeNames(ctx context.Context, dst Engine, owned []string) {
 	var taken []string
 	n := 0
 	for _, p := range r.Mounts {
@@ -202,6 +221,7 @@ func (r *Report) checkVolumeNames(ctx context.Context, dst Engine) {
 		n++
 		_, err := dst.API.VolumeInspect(ctx, p.Name, client.VolumeInspectOptions{})
 		switch {
+		case err == nil && slices.Contains(owned, p.Name):
 		case err == nil:
 			taken = append(taken, p.Name)
 		case !cerrdefs.IsNotFound(err):

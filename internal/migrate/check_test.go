@@ -203,7 +203,7 @@ func TestCheckMove(t *testing.T) {
 			if tt.change != nil {
 				tt.change(src, dst, &opts)
 			}
-			r, err := checkMove(context.Background(), Engine{"src", src}, Engine{"dst", dst}, "web", opts)
+			r, err := checkMove(context.Background(), Engine{"src", src}, Engine{"dst", dst}, "web", opts, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -37,13 +37,20 @@ func (m *mover) createContainer(ctx context.Context) error {
 		withoutImageDefaults(&cfg, img.Config)
 	}
 	hc := *m.ctr.HostConfig
+	// The source's own policy, which the move set to "no" there.
+	hc.RestartPolicy = m.rec.RestartPolicy
 	if m.opts.SkipBindMounts {
 		hc.Binds = slices.DeleteFunc(slices.Clone(hc.Binds), func(b string) bool { return strings.HasPrefix(b, "/") })
 		hc.Mounts = slices.DeleteFunc(slices.Clone(hc.Mounts), func(mt mount.Mount) bool { return mt.Type == mount.TypeBind })
 	}
 	retargetVolumes(&hc, m.report.Mounts)
 	made, err := m.ensureNetworks(ctx)
-	m.networks = append(m.networks, made...)
+	for _, n := range made {
+		m.rec.Networks = addOnce(m.rec.Networks, n)
+	}
+	if serr := m.rec.save(ctx, m.src.API); err == nil {
+		err = serr
+	}
 	if err != nil {
 		return err
 	}
@@ -58,7 +65,10 @@ func (m *mover) createContainer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("creating %s on %s: %w", m.res.Container, m.dst.Context, err)
 	}
-	m.targetID = resp.ID
+	m.targetID, m.rec.TargetID = resp.ID, resp.ID
+	if err := m.rec.save(ctx, m.src.API); err != nil {
+		return err
+	}
 	if len(nets) > 1 {
 		return m.connectNetworks(ctx, nets[1:])
 	}

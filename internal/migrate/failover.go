@@ -220,5 +220,7 @@ func removeSource(ctx context.Context, api client.APIClient, sc, name string, vo
 			ok = false
 		}
 	}
+	// The move's record goes with the container it recorded.
+	pruneRecords(ctx, api)
 	return ok
 }

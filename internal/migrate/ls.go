@@ -20,6 +20,10 @@ const (
 	MigrationNone     = "-"
 	MigrationMovedOut = "moved out"
 	MigrationMovedIn  = "moved in"
+	// MigrationInterrupted: a move of the container did not finish; To
+	// is its target, Progress its last phase done, Next the commands
+	// that finish or undo it.
+	MigrationInterrupted = "move interrupted"
 )
 
 // StateUnreachable is the State of the one row of a context whose engine
@@ -52,6 +56,8 @@ type ContainerRow struct {
 	BytesCopied int64  `json:"bytes_copied"`
 	BytesTotal  int64  `json:"bytes_total"`
 	Error       string `json:"error,omitempty"`
+	// Next says what to run for an interrupted move.
+	Next string `json:"next,omitempty"`
 }
 
 // The words of ContainerRow.Progress, besides a percentage.
@@ -155,6 +161,19 @@ func (r *ContainerRow) setMigration(vols []namedStatus) {
 	}
 }
 
+// setRecorded shows the container's recorded move: an unfinished one
+// wins over what its volumes say; a finished one is a move out even
+// once its exports are released.
+func (r *ContainerRow) setRecorded(rec *moveRecord) {
+	switch {
+	case !rec.Done():
+		r.Migration, r.To, r.Progress = MigrationInterrupted, rec.Target, "after "+rec.Phase
+		r.Next = fmt.Sprintf("finish: %s; undo: %s", rec.FinishCommand(), rec.RollbackCommand())
+	case r.Migration == MigrationNone:
+		r.Migration, r.To = MigrationMovedOut, rec.Target
+	}
+}
+
 // percent rounds down, so an unfinished copy never shows 100%.
 func percent(copied, total int64) int {
 	if total <= 0 {
@@ -181,6 +200,7 @@ func listHost(ctx context.Context, e Engine) ([]ContainerRow, error) {
 	}
 	seen := map[string]inspected{}
 	exports := exportsOf(ctx, e.API)
+	recs, _ := records(ctx, e.API) // trouble here only hides the records
 	rows := make([]ContainerRow, 0, len(l.Items))
 	for _, c := range l.Items {
 		r := ContainerRow{Context: e.Context, ID: c.ID, Image: c.Image, State: string(c.State), Status: c.Status}
@@ -213,6 +233,9 @@ func listHost(ctx context.Context, e Engine) ([]ContainerRow, error) {
 			vols = append(vols, namedStatus{m.Name, in.st})
 		}
 		r.setMigration(vols)
+		if rec := recs[c.ID]; rec != nil {
+			r.setRecorded(rec)
+		}
 		if r.Error != "" {
 			errs = append(errs, r.Error)
 		}

@@ -5,10 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/client"
 
 	"github.com/cargo-migrate/cargo/internal/failpoint"
 )
@@ -46,51 +47,67 @@ type Progress interface {
 // ExportSuffix names the export volume of a volume being moved.
 const ExportSuffix = ".cargo-export"
 
-// mover holds one move's state, so a failure can be rolled back.
+// mover holds one move's state. What the move changed is in rec, also
+// kept on the source host, so that a failure, an interrupt or a later
+// `docker migrate rollback` can undo it and a new run can finish it.
 type mover struct {
 	src, dst Engine
 	opts     MoveOptions
 	res      *Result
 	ctr      container.InspectResponse
 
-	report   *Report
-	stopped  bool
+	report *Report
+	// rec is nil until the move is about to change the source.
+	rec *moveRecord
+	// resumed is set when this run finishes an interrupted one.
+	resumed  bool
 	stopAt   time.Time
-	layer    *layer   // the source's changes outside its volumes
-	exports  []string // export volumes created on the source
-	volumes  []string // volumes created on the target
-	networks []string // networks created on the target
+	layer    *layer // the source's changes outside its volumes
 	targetID string
 }
 
-// move moves container name from src to dst, phase by phase. Any failure
-// once the move changed something is rolled back: what was made on the
-// target is removed, the exports are closed, and the source container
-// starts again if it ran.
+// move moves container name from src to dst, phase by phase, or finishes
+// the interrupted move of it to dst. Any failure once the move changed
+// something is rolled back: the source is restored first (its volumes
+// released, its restart policy back, the container started if it ran),
+// then what was made on the target is removed.
 func move(ctx context.Context, src, dst Engine, name string, opts MoveOptions) (*Result, error) {
 	m := &mover{src: src, dst: dst, opts: opts,
 		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
+	pruneRecords(ctx, src.API)
 	err := m.run(ctx)
 	m.layer.Close()
-	if err != nil && m.touched() {
-		// The caller's context may be what failed (Ctrl-C): roll back on
-		// a fresh one.
-		rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		rerr := m.rollback(rctx)
-		if herr := m.hook(rctx, HookFailedRestore, opts.Hooks.FailedRestore, err); herr != nil {
-			rerr = errors.Join(rerr, herr)
+	if err == nil || m.rec == nil {
+		if err != nil {
+			return nil, err
 		}
-		if rerr != nil {
-			return nil, fmt.Errorf("%w; rolling back also failed: %w", err, rerr)
-		}
-		if !m.stopped {
-			return nil, fmt.Errorf("%w; rolled back: %s is left on %s as it was", err, m.res.Container, src.Context)
-		}
-		return nil, fmt.Errorf("%w; rolled back: %s runs on %s again", err, m.res.Container, src.Context)
+		return m.res, nil
 	}
-	return m.res, err
+	// The caller's context may be what failed (Ctrl-C): roll back on
+	// fresh ones, each side with its own deadline.
+	rb, rerr := rollbackMove(src, &dst, m.rec, false)
+	hctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if herr := m.hook(hctx, HookFailedRestore, opts.Hooks.FailedRestore, err); herr != nil {
+		rerr = errors.Join(rerr, herr)
+	}
+	if rerr != nil {
+		return nil, fmt.Errorf("%w; rolling back also failed: %w; retry with `%s`", err, rerr, m.rec.RollbackCommand())
+	}
+	msg := fmt.Sprintf("%s is left on %s as it was", m.res.Container, src.Context)
+	if rb.Restarted {
+		msg = fmt.Sprintf("%s runs on %s again", m.res.Container, src.Context)
+	}
+	if len(rb.Warnings) > 0 {
+		msg += " (" + strings.Join(rb.Warnings, "; ") + ")"
+	}
+	return nil, fmt.Errorf("%w; rolled back: %s", err, msg)
 }
+
+// phaseOrder is the order of a move's phases.
+var phaseOrder = []string{"check", "image", "stop", "layer", "volumes", "create", phaseStart}
+
+func phaseIndex(name string) int { return slices.Index(phaseOrder, name) }
 
 // step is one phase of a move: its name, and what it does, which returns
 // the phase's detail.
@@ -102,7 +119,16 @@ type step struct {
 // run goes through the phases in order, the restore hooks around the
 // target's part.
 func (m *mover) run(ctx context.Context) error {
-	if err := m.phases(ctx, step{"check", m.check}, step{"image", m.image}, step{"stop", m.stop},
+	if err := m.phases(ctx, step{"check", m.check}); err != nil {
+		return err
+	}
+	if m.rec != nil && m.rec.Done() {
+		// An earlier run, killed, had started it on the target.
+		m.res.Running, m.res.Volumes = m.rec.WasRunning, m.rec.Volumes
+		m.res.Warnings = append(m.res.Warnings, "an earlier run of this move had already finished it")
+		return nil
+	}
+	if err := m.phases(ctx, step{"image", m.image}, step{"stop", m.stop},
 		step{"layer", m.captureLayer}, step{"volumes", m.moveVolumes}); err != nil {
 		return err
 	}
@@ -112,7 +138,7 @@ func (m *mover) run(ctx context.Context) error {
 	if err := m.phases(ctx, step{"create", m.create}, step{"start", m.start}); err != nil {
 		return err
 	}
-	if m.stopped {
+	if m.rec.WasRunning {
 		m.res.Downtime = time.Since(m.stopAt)
 		m.res.Running = true
 	}
@@ -132,6 +158,16 @@ func (m *mover) phases(ctx context.Context, steps ...step) error {
 			m.opts.Progress.PhaseStarted(s.name)
 		}
 		detail, err := s.do(ctx)
+		if err == nil && m.rec != nil && phaseIndex(s.name) > phaseIndex(m.rec.Phase) {
+			m.rec.Phase = s.name
+			err = m.rec.save(ctx, m.src.API)
+			if err != nil && s.name == phaseStart {
+				// The container runs on the target: nothing may undo
+				// that now. A later run finds it running there.
+				m.res.Warnings = append(m.res.Warnings, err.Error())
+				err = nil
+			}
+		}
 		if err == nil {
 			err = failpoint.Inject("migrate.after-" + s.name)
 		}
@@ -158,40 +194,4 @@ func (m *mover) hook(ctx context.Context, which, command string, cause error) er
 		env.Error = cause.Error()
 	}
 	return runHook(ctx, which, command, env, out)
-}
-
-// rollback undoes what the move did after the stop.
-func (m *mover) rollback(ctx context.Context) error {
-	var errs []error
-	if m.targetID != "" {
-		if _, err := m.dst.API.ContainerRemove(ctx, m.targetID, client.ContainerRemoveOptions{Force: true}); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, v := range m.volumes {
-		if _, err := m.dst.API.VolumeRemove(ctx, v, client.VolumeRemoveOptions{Force: true}); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, n := range m.networks {
-		if _, err := m.dst.API.NetworkRemove(ctx, n, client.NetworkRemoveOptions{}); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, c := range m.exports {
-		if _, err := m.src.API.VolumeRemove(ctx, c, client.VolumeRemoveOptions{Force: true}); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if m.stopped {
-		if _, err := m.src.API.ContainerStart(ctx, m.ctr.ID, client.ContainerStartOptions{}); err != nil {
-			errs = append(errs, fmt.Errorf("starting %s on %s again: %w", m.res.Container, m.src.Context, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// touched reports whether the move changed anything to roll back.
-func (m *mover) touched() bool {
-	return m.stopped || m.targetID != "" || len(m.volumes) > 0 || len(m.exports) > 0 || len(m.networks) > 0
 }

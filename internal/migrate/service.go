@@ -27,6 +27,12 @@ type Service interface {
 	Ls(ctx context.Context, opts LsOptions) ([]ContainerRow, error)
 	// Failover ends a moved container's dependence on its source host.
 	Failover(ctx context.Context, container string, opts FailoverOptions) (*FailoverResult, error)
+	// Rollback undoes the interrupted or failed move of container from
+	// the current context.
+	Rollback(ctx context.Context, container string, opts RollbackOptions) (*RollbackResult, error)
+	// Interrupted lists the moves recorded on the current context that
+	// did not finish.
+	Interrupted(ctx context.Context) ([]InterruptedMove, error)
 }
 
 // CheckOptions change what the checks accept.
@@ -143,7 +149,7 @@ func (s *service) Check(ctx context.Context, container string, opts CheckOptions
 	}
 	defer src.Close()
 	defer dst.Close()
-	return checkMove(ctx, src, dst, container, opts)
+	return checkMove(ctx, src, dst, container, opts, nil)
 }
 
 func (s *service) Status(ctx context.Context, opts StatusOptions) ([]VolumeStatus, error) {
@@ -173,4 +179,22 @@ func (s *service) Failover(ctx context.Context, container string, opts FailoverO
 	}
 	defer e.Close()
 	return failover(ctx, e, s.open, container, opts)
+}
+
+func (s *service) Rollback(ctx context.Context, container string, opts RollbackOptions) (*RollbackResult, error) {
+	e, err := s.open("")
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	return rollback(ctx, e, s.open, container, opts)
+}
+
+func (s *service) Interrupted(ctx context.Context) ([]InterruptedMove, error) {
+	e, err := s.open("")
+	if err != nil {
+		return nil, err
+	}
+	defer e.Close()
+	return interrupted(ctx, e.API)
 }

@@ -22,6 +22,12 @@ func (m *mover) moveVolumes(ctx context.Context) (string, error) {
 			continue
 		}
 		ctrl := p.Name + ExportSuffix
+		// Recorded before it is made: a rollback removes what exists.
+		m.rec.Exports = addOnce(m.rec.Exports, ctrl)
+		m.rec.Volumes = addOnce(m.rec.Volumes, p.Name)
+		if err := m.rec.save(ctx, m.src.API); err != nil {
+			return "", err
+		}
 		opts := map[string]string{"export": p.Name, "to": m.dst.Context}
 		if p.Driver == localDriver {
 			opts["driver"] = localDriver
@@ -29,7 +35,6 @@ func (m *mover) moveVolumes(ctx context.Context) (string, error) {
 		if _, err := m.src.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: ctrl, Driver: PluginName, DriverOpts: opts}); err != nil {
 			return "", fmt.Errorf("opening an export of volume %s on %s: %w", p.Name, m.src.Context, err)
 		}
-		m.exports = append(m.exports, ctrl)
 		v, err := m.src.API.VolumeInspect(ctx, ctrl, client.VolumeInspectOptions{})
 		if err != nil {
 			return "", err
@@ -42,11 +47,10 @@ func (m *mover) moveVolumes(ctx context.Context) (string, error) {
 			DriverOpts: map[string]string{"from": ticket, "context": m.src.Context}}); err != nil {
 			return "", fmt.Errorf("creating volume %s on %s: %w", p.Name, m.dst.Context, err)
 		}
-		m.volumes = append(m.volumes, p.Name)
 		m.res.Volumes = append(m.res.Volumes, p.Name)
 	}
-	if len(m.volumes) == 0 {
+	if len(m.res.Volumes) == 0 {
 		return "none", nil
 	}
-	return strings.Join(m.volumes, ", ") + " (federated; copying in the background)", nil
+	return strings.Join(m.res.Volumes, ", ") + " (federated; copying in the background)", nil
 }

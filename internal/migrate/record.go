@@ -1,0 +1,237 @@
+package migrate
+
+// The move record: what a move has done so far, kept on the source host
+// so that a killed CLI, a dropped ssh session or a rebooted machine leaves
+// a move that can be finished (`docker migrate CONTAINER --to TARGET`
+// again) or undone (`docker migrate rollback CONTAINER`).
+//
+// The record lives in the labels of an empty local volume on the source
+// engine: the engine keeps volume labels durably (its volume store is a
+// bolt database) and every engine version has them, so the record needs
+// nothing from the cargo plugin or a shared file system. Labels cannot
+// change, so each update is a new volume with the next sequence number;
+// the older ones are removed after it, and the highest number wins.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// Labels of a record volume.
+const (
+	// recordLabel holds the moved container's ID: a record is found by
+	// filtering on it.
+	recordLabel = "com.docker.migrate.move"
+	// recordDataLabel holds the record, as JSON.
+	recordDataLabel = "com.docker.migrate.record"
+	// recordPrefix starts a record volume's name.
+	recordPrefix = "cargo-move-"
+)
+
+// moveRecord is what a move has done, in the order it did it. Targets of
+// the move's objects are written before they are made (exports, volumes)
+// or at once after (the target container): a rollback removes whatever
+// of them exists.
+type moveRecord struct {
+	Container   string `json:"container"`
+	ContainerID string `json:"container_id"`
+	Source      string `json:"source"`
+	Target      string `json:"target"`
+	// WasRunning and RestartPolicy are the source container's before the
+	// move touched it: a rollback restores them.
+	WasRunning    bool                    `json:"was_running"`
+	RestartPolicy container.RestartPolicy `json:"restart_policy"`
+	// Phase is the last phase done.
+	Phase string `json:"phase"`
+	// Starting is set before the target container is started: from then
+	// on it may run there, and a rollback that cannot ask the target
+	// must not start the source one.
+	Starting bool      `json:"starting,omitempty"`
+	Exports  []string  `json:"exports,omitempty"`
+	Volumes  []string  `json:"volumes,omitempty"`
+	Networks []string  `json:"networks,omitempty"`
+	TargetID string    `json:"target_id,omitempty"`
+	Started  time.Time `json:"started"`
+	Updated  time.Time `json:"updated"`
+	Seq      int       `json:"seq"`
+}
+
+// phaseStart is the last phase of a move: a record past it is of a move
+// that finished.
+const phaseStart = "start"
+
+// Done reports whether the move finished: the container runs (or was
+// made, stopped as it was) on the target.
+func (r *moveRecord) Done() bool { return r.Phase == phaseStart }
+
+// FinishCommand and RollbackCommand are what a user runs, against the
+// source's context, to finish or undo an interrupted move.
+func (r *moveRecord) FinishCommand() string {
+	return fmt.Sprintf("docker --context %s migrate %s --to %s", r.Source, r.Container, r.Target)
+}
+
+func (r *moveRecord) RollbackCommand() string {
+	return fmt.Sprintf("docker --context %s migrate rollback %s", r.Source, r.Container)
+}
+
+func (r *moveRecord) volumeName() string {
+	id := r.ContainerID
+	if len(id) > 12 {
+		id = id[:12]
+	}
+	return recordPrefix + id + "-" + strconv.Itoa(r.Seq)
+}
+
+// save writes r as its next version, then removes the older ones. Once
+// save returns, the record survives the CLI and a reboot of the source.
+func (r *moveRecord) save(ctx context.Context, api client.APIClient) error {
+	r.Seq++
+	r.Updated = time.Now().UTC()
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := api.VolumeCreate(ctx, client.VolumeCreateOptions{
+		Name: r.volumeName(), Driver: localDriver,
+		Labels: map[string]string{recordLabel: r.ContainerID, recordDataLabel: string(data)},
+	}); err != nil {
+		return fmt.Errorf("recording the move of %s on %s: %w", r.Container, r.Source, err)
+	}
+	return r.prune(ctx, api, r.Seq)
+}
+
+// prune removes the versions of r older than keep (all when keep is 0).
+func (r *moveRecord) prune(ctx context.Context, api client.APIClient, keep int) error {
+	l, err := api.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("label", recordLabel+"="+r.ContainerID)})
+	if err != nil {
+		return fmt.Errorf("listing the records of the move of %s: %w", r.Container, err)
+	}
+	var errs []error
+	for _, v := range l.Items {
+		if rec, ok := parseRecord(v.Labels); keep == 0 || ok && rec.Seq < keep {
+			if _, err := api.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// remove deletes every version of r: the move is over.
+func (r *moveRecord) remove(ctx context.Context, api client.APIClient) error {
+	if err := r.prune(ctx, api, 0); err != nil {
+		return fmt.Errorf("removing the record of the move of %s on %s (remove the volumes labelled %s=%s there): %w",
+			r.Container, r.Source, recordLabel, r.ContainerID, err)
+	}
+	return nil
+}
+
+func parseRecord(labels map[string]string) (*moveRecord, bool) {
+	var r moveRecord
+	if err := json.Unmarshal([]byte(labels[recordDataLabel]), &r); err != nil || r.ContainerID == "" {
+		return nil, false
+	}
+	return &r, true
+}
+
+// records reads the newest version of every move recorded on an engine,
+// keyed by container ID.
+func records(ctx context.Context, api client.APIClient) (map[string]*moveRecord, error) {
+	l, err := api.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("label", recordLabel)})
+	if err != nil {
+		return nil, fmt.Errorf("listing move records: %w", err)
+	}
+	out := map[string]*moveRecord{}
+	for _, v := range l.Items {
+		r, ok := parseRecord(v.Labels)
+		if !ok || !strings.HasPrefix(v.Name, recordPrefix) {
+			continue
+		}
+		if old := out[r.ContainerID]; old == nil || old.Seq < r.Seq {
+			out[r.ContainerID] = r
+		}
+	}
+	return out, nil
+}
+
+// recordOf reads the move recorded for the container with ID id, nil if
+// there is none.
+func recordOf(ctx context.Context, api client.APIClient, id string) (*moveRecord, error) {
+	all, err := records(ctx, api)
+	if err != nil {
+		return nil, err
+	}
+	return all[id], nil
+}
+
+// pruneRecords removes the records of containers that are gone: the user
+// removed a moved-out container, and nothing is left to finish or undo.
+func pruneRecords(ctx context.Context, api client.APIClient) {
+	all, err := records(ctx, api)
+	if err != nil {
+		return
+	}
+	for id, r := range all {
+		if _, err := api.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); cerrdefs.IsNotFound(err) {
+			_ = r.remove(ctx, api)
+		}
+	}
+}
+
+// InterruptedMove is a move that did not finish, and the two commands
+// that finish or undo it.
+type InterruptedMove struct {
+	Container string    `json:"container"`
+	Source    string    `json:"source"`
+	Target    string    `json:"target"`
+	Phase     string    `json:"phase"`
+	Updated   time.Time `json:"updated"`
+	Finish    string    `json:"finish"`
+	Rollback  string    `json:"rollback"`
+}
+
+func (r *moveRecord) interrupted() InterruptedMove {
+	return InterruptedMove{Container: r.Container, Source: r.Source, Target: r.Target, Phase: r.Phase,
+		Updated: r.Updated, Finish: r.FinishCommand(), Rollback: r.RollbackCommand()}
+}
+
+// String says it for a user.
+func (im InterruptedMove) String() string {
+	return fmt.Sprintf("the move of %s to %s has not finished (its last phase done: %s, at %s): unless a docker migrate of it still runs, finish it with `%s`, or undo it with `%s`",
+		im.Container, im.Target, im.Phase, im.Updated.Local().Format(time.TimeOnly), im.Finish, im.Rollback)
+}
+
+// interrupted lists the unfinished moves recorded on an engine, by
+// container.
+func interrupted(ctx context.Context, api client.APIClient) ([]InterruptedMove, error) {
+	all, err := records(ctx, api)
+	if err != nil {
+		return nil, err
+	}
+	var out []InterruptedMove
+	for _, r := range all {
+		if !r.Done() {
+			out = append(out, r.interrupted())
+		}
+	}
+	slices.SortFunc(out, func(a, b InterruptedMove) int { return strings.Compare(a.Container, b.Container) })
+	return out, nil
+}
+
+// addOnce appends s to list unless it is there.
+func addOnce(list []string, s string) []string {
+	if slices.Contains(list, s) {
+		return list
+	}
+	return append(list, s)
+}
