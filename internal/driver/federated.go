@@ -330,14 +330,30 @@ func (d *Driver) checkPreviousMount(name string) error {
 }
 
 // checkNoOverlay refuses to mount an overlay on name's upper layer while
-// another is mounted on it. Called with the volume's lock held, when
-// neither its mountpoint nor an export view of this process uses it.
+// another is mounted on it: one in this process's mount table, or one the
+// kernel says is in use elsewhere (containers holding the overlay of a
+// plugin that was disabled with -f). Called with the volume's lock held,
+// when neither its mountpoint nor an export view of this process uses it.
 func (d *Driver) checkNoOverlay(name string) error {
-	ovs, err := d.mnt.Overlays(d.store.UpperDir(name))
+	upper := d.store.UpperDir(name)
+	ovs, err := d.mnt.Overlays(upper)
 	if err != nil {
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
 	if len(ovs) > 0 {
+		return errPreviousMount(name)
+	}
+	p, ok := d.mnt.(upperProber)
+	if !ok {
+		return nil
+	}
+	inUse, err := p.UpperInUse(upper, filepath.Join(d.store.Dir(name), "probe"))
+	if err != nil {
+		// The probe cannot tell: the mount table above is all there is.
+		d.log.Warn("cannot ask the kernel whether the volume's upper layer is in use", "volume", name, "error", err)
+		return nil
+	}
+	if inUse {
 		return errPreviousMount(name)
 	}
 	return nil
