@@ -2,6 +2,9 @@ package driver
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/docker/go-plugins-helpers/volume"
 	"github.com/docker/go-units"
@@ -30,6 +33,9 @@ func (d *Driver) hostStatus(fs *unix.Statfs_t, statErr error) volstatus.Host {
 		Version:     version.Version,
 		Advertise:   d.cfg.Advertise,
 		Fingerprint: d.cfg.Fingerprint,
+		// Neither file is namespaced: the plugin reads the host's.
+		MemAvailableBytes: memAvailable("/proc/meminfo"),
+		CPUFlags:          cpuFlags("/proc/cpuinfo"),
 	}
 	if statErr != nil {
 		h.Error = fmt.Sprintf("measuring free space: %v", statErr)
@@ -38,6 +44,41 @@ func (d *Driver) hostStatus(fs *unix.Statfs_t, statErr error) volstatus.Host {
 	h.FreeBytes = int64(fs.Bavail) * int64(fs.Bsize)
 	h.TotalBytes = int64(fs.Blocks) * int64(fs.Bsize)
 	return h
+}
+
+// memAvailable reads MemAvailable from a meminfo file, in bytes; 0 when
+// it cannot.
+func memAvailable(path string) int64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0
+			}
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpuFlags reads the first processor's flags from a cpuinfo file ("flags"
+// on x86, "Features" on arm64); "" when it cannot.
+func cpuFlags(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if k = strings.TrimSpace(k); ok && (k == "flags" || k == "Features") {
+			return strings.Join(strings.Fields(v), " ")
+		}
+	}
+	return ""
 }
 
 func errReserved() error {

@@ -80,6 +80,13 @@ type Host struct {
 	FreeBytes  int64  `json:"free_bytes"`
 	TotalBytes int64  `json:"total_bytes"`
 	Error      string `json:"error,omitempty"`
+	// MemAvailableBytes is the host's available memory (MemAvailable of
+	// /proc/meminfo), for a live move's memory check; 0 when unknown.
+	MemAvailableBytes int64 `json:"mem_available_bytes,omitempty"`
+	// CPUFlags are the CPU's feature flags (/proc/cpuinfo), space
+	// separated: a live move's processes may use any of the source's,
+	// so the target must offer them all.
+	CPUFlags string `json:"cpu_flags,omitempty"`
 }
 
 // Time formats t as the Status carries times: RFC 3339 in UTC with
