@@ -62,17 +62,17 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 			os.RemoveAll(d.store.Dir(name))
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), manifestTimeout)
 	defer cancel()
 	rc, err := client.Manifest(ctx)
 	if err != nil {
-		return fmt.Errorf("volume %q: fetching its tree from the source host %s: %w", name, t.Addr, err)
+		return fmt.Errorf("volume %q: fetching its tree from the source host %s: %w", name, t.Addr, manifestErr(ctx, err))
 	}
 	var raw bytes.Buffer
 	m, err := manifest.Decode(io.TeeReader(rc, &raw), manifest.DefaultLimits)
 	rc.Close()
 	if err != nil {
-		return fmt.Errorf("volume %q: the source's manifest: %w", name, err)
+		return fmt.Errorf("volume %q: the source's manifest: %w", name, manifestErr(ctx, err))
 	}
 	if err := d.roomFor(m); err != nil {
 		return fmt.Errorf("volume %q: %w", name, err)
@@ -117,6 +117,21 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 	d.setVolume(v)
 	d.log.Info("created federated volume", "volume", name, "source", t.Addr, "files", files, "bytes", byteCount)
 	return nil
+}
+
+// manifestTimeout bounds fetching and decoding a federated volume's tree
+// inside Create: the engine gives a plugin 30 s to answer (`docker plugin
+// enable --timeout`), then reports a timeout and forgets the volume, so a
+// create that went on after that would leave a volume the user was told
+// failed.
+const manifestTimeout = 25 * time.Second
+
+// manifestErr says a deadline in the user's terms.
+func manifestErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("the source's tree did not arrive within %v, inside the engine's 30 s for creating a volume (a slow link, or a source too busy to answer): %w", manifestTimeout, err)
+	}
+	return err
 }
 
 // startFederation opens the replica and starts the background copy.

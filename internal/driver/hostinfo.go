@@ -23,7 +23,10 @@ import (
 func (d *Driver) hostInfo() *volume.Volume {
 	var fs unix.Statfs_t
 	err := unix.Statfs(d.store.Root(), &fs)
-	return &volume.Volume{Name: volstatus.HostInfo, Status: d.hostStatus(&fs, err).Map()}
+	h := d.hostStatus(&fs, err)
+	// Neither file is namespaced: the plugin reads the host's.
+	h.MemAvailableBytes, h.CPUFlags = memAvailable("/proc/meminfo"), cpuFlags("/proc/cpuinfo")
+	return &volume.Volume{Name: volstatus.HostInfo, Status: h.Map()}
 }
 
 // hostStatus is the host's facts, with the free space from a statfs of
@@ -33,9 +36,6 @@ func (d *Driver) hostStatus(fs *unix.Statfs_t, statErr error) volstatus.Host {
 		Version:     version.Version,
 		Advertise:   d.cfg.Advertise,
 		Fingerprint: d.cfg.Fingerprint,
-		// Neither file is namespaced: the plugin reads the host's.
-		MemAvailableBytes: memAvailable("/proc/meminfo"),
-		CPUFlags:          cpuFlags("/proc/cpuinfo"),
 	}
 	if statErr != nil {
 		h.Error = fmt.Sprintf("measuring free space: %v", statErr)

@@ -44,16 +44,19 @@ type Limits struct {
 
 // What MaxTotalXattrBytes counts beyond names and values: about what Go
 // spends on an entry's xattr map (a small map is one group of eight
-// slots) and on each xattr's slot, headers and allocation rounding.
+// slots) and on each xattr's slot, headers and allocation rounding. 144
+// is what a decode of maps of thousands of tiny xattrs measured (about
+// 140 bytes each in the heap); 48 let a hostile manifest within the
+// limit take 2.7 GiB.
 const (
 	XattrMapOverhead = 384
-	XattrOverhead    = 48
+	XattrOverhead    = 144
 )
 
 // DefaultLimits fits any tree a Linux filesystem can hold in practice
 // (PATH_MAX paths, 64 KiB xattr values) while keeping one entry's memory
 // small, and volumes of millions of files while keeping a whole
-// manifest's memory to about 2 GiB at worst (MaxEntries entries at about
+// manifest's memory to about 2.3 GiB at worst (MaxEntries entries at about
 // 130 bytes each with their Tree index, plus the path and xattr totals),
 // where the per-entry limits alone allowed tens of GiB.
 //
@@ -61,10 +64,10 @@ const (
 // 10,000 directories of 100 files, paths of 89 bytes on average, and a
 // 14-byte-named, 40-byte xattr on every file and directory, as Samba's
 // user.DOSATTRIB is) has 1,010,003 entries, decompresses to 257 MiB and
-// counts 86 MiB of paths and 467 MiB of xattrs; it decodes to about
+// counts 86 MiB of paths and 559 MiB of xattrs; it decodes to about
 // 660 MiB of memory, 210 MiB without the xattrs. The defaults leave four
 // times that for entries and MaxBytes, six times for paths (or room for
-// paths of 500 bytes on average) and twice for xattrs.
+// paths of 500 bytes on average) and over twice for xattrs.
 var DefaultLimits = Limits{
 	MaxEntries:    4_000_000,
 	MaxPathLen:    4096,
@@ -73,7 +76,7 @@ var DefaultLimits = Limits{
 
 	MaxBytes:           1 << 30,
 	MaxTotalPathBytes:  512 << 20,
-	MaxTotalXattrBytes: 1 << 30,
+	MaxTotalXattrBytes: 5 << 28, // 1.25 GiB
 }
 
 // Fixed bounds, from Linux: NAME_MAX for a path component and an xattr
