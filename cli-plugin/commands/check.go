@@ -17,6 +17,7 @@ type checkOptions struct {
 	to             string
 	skipBindMounts bool
 	force          bool
+	live           bool
 	format         string
 }
 
@@ -34,6 +35,7 @@ func newCheckCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command 
 	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to (required)")
 	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Accept that bind mounts stay behind")
 	flags.BoolVar(&opts.force, "force", false, "Report the checks that can safely be skipped as skipped")
+	flags.BoolVar(&opts.live, "live", false, "Also check what a live move needs (checkpoints on both engines, CPU, memory, what CRIU cannot carry)")
 	flags.StringVarP(&opts.format, "format", "f", "", formatHelp)
 	_ = cmd.MarkFlagRequired("to")
 	return cmd
@@ -44,7 +46,7 @@ func runCheck(ctx context.Context, dockerCli command.Cli, svc migrate.Service, n
 	if err != nil {
 		return err
 	}
-	r, err := svc.Check(ctx, name, migrate.CheckOptions{To: opts.to, SkipBindMounts: opts.skipBindMounts, Force: opts.force})
+	r, err := svc.Check(ctx, name, migrate.CheckOptions{To: opts.to, SkipBindMounts: opts.skipBindMounts, Force: opts.force, Live: opts.live})
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ type moveOptions struct {
 	to             string
 	skipBindMounts bool
 	force          bool
+	live           bool
 	format         string
 	progress       string
 	hooks          migrate.Hooks
@@ -49,6 +50,7 @@ move, changing nothing.`,
 	flags.StringVar(&opts.to, "to", "", "Docker context to move the container to")
 	flags.BoolVar(&opts.skipBindMounts, "skip-bind-mounts", false, "Start the container on the target without its bind mounts")
 	flags.BoolVar(&opts.force, "force", false, "Go on past the checks that can safely be skipped (free ports and disk, local volumes shared)")
+	flags.BoolVar(&opts.live, "live", false, "Move the running processes too: checkpoint them with CRIU and restore them on the target")
 	flags.StringVarP(&opts.format, "format", "f", "", resultFormatHelp)
 	flags.StringVar(&opts.progress, "progress", "auto", "Set type of progress output: 'auto', 'plain', 'tty', 'quiet' or 'json'")
 	flags.StringVar(&opts.hooks.PreRestore, "hook-pre-restore", "", "Shell command run before the container is created on the target; its failure rolls the move back")
@@ -92,7 +94,7 @@ func runMove(ctx context.Context, dockerCli command.Cli, svc migrate.Service, na
 		return err
 	}
 	res, err := svc.Move(ctx, name, migrate.MoveOptions{
-		CheckOptions: migrate.CheckOptions{To: opts.to, SkipBindMounts: opts.skipBindMounts, Force: opts.force},
+		CheckOptions: migrate.CheckOptions{To: opts.to, SkipBindMounts: opts.skipBindMounts, Force: opts.force, Live: opts.live},
 		Hooks:        opts.hooks, HookOutput: progress, Progress: progress,
 	})
 	// A live display ends before anything else is printed, the error too.
@@ -113,9 +115,12 @@ func runMove(ctx context.Context, dockerCli command.Cli, svc migrate.Service, na
 // printMoveResult tells where the container runs now and how its volumes
 // follow.
 func printMoveResult(out io.Writer, res *migrate.Result) error {
-	if res.Running {
+	switch {
+	case res.Live:
+		fmt.Fprintf(out, "%s runs on %s, its processes restored from a checkpoint; downtime %s.\n", res.Container, res.Target, res.Downtime.Round(time.Millisecond))
+	case res.Running:
 		fmt.Fprintf(out, "%s runs on %s; downtime %s.\n", res.Container, res.Target, res.Downtime.Round(time.Millisecond))
-	} else {
+	default:
 		fmt.Fprintf(out, "%s is on %s, stopped as it was on %s.\n", res.Container, res.Target, res.Source)
 	}
 	for _, v := range res.Volumes {

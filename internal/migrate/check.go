@@ -123,7 +123,11 @@ func (m *mover) check(ctx context.Context) (string, error) {
 	if m.rec != nil {
 		owned = m.rec.Volumes
 	}
-	r, err := checkMove(ctx, m.src, m.dst, m.res.Container, m.opts.CheckOptions, owned)
+	co := m.opts.CheckOptions
+	if m.resumed {
+		co.Live = false // checked by the interrupted run; its container is stopped now
+	}
+	r, err := checkMove(ctx, m.src, m.dst, m.res.Container, co, owned)
 	if err != nil {
 		return "", err
 	}
@@ -179,6 +183,9 @@ func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOpti
 	r.checkShared(ctx, src, ctr)
 	r.checkNetworks(ctx, src, ctr)
 	r.checkTies(ctr)
+	if opts.Live {
+		r.checkLive(ctx, src, dst, ctr, dstUp)
+	}
 	if !dstUp {
 		return r, nil
 	}

@@ -31,7 +31,10 @@ type Result struct {
 	Downtime time.Duration `json:"downtime_ns"`
 	// Running is false when the container was not running on the source:
 	// it is then left stopped on the target too.
-	Running bool     `json:"running"`
+	Running bool `json:"running"`
+	// Live is set when the container's processes moved: restored on the
+	// target from a checkpoint.
+	Live    bool     `json:"live,omitempty"`
 	Volumes []string `json:"volumes"`
 	// Warnings tell what went wrong without stopping the move, such as a
 	// failed post-restore hook.
@@ -64,6 +67,8 @@ type mover struct {
 	stopAt   time.Time
 	layer    *layer // the source's changes outside its volumes
 	targetID string
+	// ckpt is a live move's checkpoint export, once open.
+	ckpt *checkpointExport
 }
 
 // move moves container name from src to dst, phase by phase, or finishes
@@ -95,7 +100,10 @@ func move(ctx context.Context, src, dst Engine, name string, opts MoveOptions) (
 		return nil, fmt.Errorf("%w; rolling back also failed: %w; retry with `%s`", err, rerr, m.rec.RollbackCommand())
 	}
 	msg := fmt.Sprintf("%s is left on %s as it was", m.res.Container, src.Context)
-	if rb.Restarted {
+	switch {
+	case rb.Restored:
+		msg = fmt.Sprintf("%s runs on %s again, restored from its checkpoint", m.res.Container, src.Context)
+	case rb.Restarted:
 		msg = fmt.Sprintf("%s runs on %s again", m.res.Container, src.Context)
 	}
 	if len(rb.Warnings) > 0 {
@@ -105,7 +113,9 @@ func move(ctx context.Context, src, dst Engine, name string, opts MoveOptions) (
 }
 
 // phaseOrder is the order of a move's phases.
-var phaseOrder = []string{"check", "image", "stop", "layer", "volumes", "create", phaseStart}
+// A live move checkpoints instead of stopping, carries the checkpoint
+// and restores instead of starting.
+var phaseOrder = []string{"check", "image", "stop", "checkpoint", "layer", "volumes", "create", "transfer", phaseStart, phaseRestore}
 
 func phaseIndex(name string) int { return slices.Index(phaseOrder, name) }
 
@@ -128,15 +138,23 @@ func (m *mover) run(ctx context.Context) error {
 		m.res.Warnings = append(m.res.Warnings, "an earlier run of this move had already finished it")
 		return nil
 	}
-	if err := m.phases(ctx, step{"image", m.image}, step{"stop", m.stop},
+	stop, start := step{"stop", m.stop}, []step{{"create", m.create}, {phaseStart, m.start}}
+	if m.opts.Live {
+		stop, start = step{"checkpoint", m.checkpoint}, []step{{"create", m.create}, {"transfer", m.transfer}, {phaseRestore, m.restore}}
+	}
+	if err := m.phases(ctx, step{"image", m.image}, stop,
 		step{"layer", m.captureLayer}, step{"volumes", m.moveVolumes}); err != nil {
 		return err
 	}
 	if err := m.hook(ctx, HookPreRestore, m.opts.Hooks.PreRestore, nil); err != nil {
 		return err
 	}
-	if err := m.phases(ctx, step{"create", m.create}, step{"start", m.start}); err != nil {
+	if err := m.phases(ctx, start...); err != nil {
 		return err
+	}
+	if m.opts.Live {
+		m.dropCheckpoint(ctx)
+		m.res.Live = true
 	}
 	if m.rec.WasRunning {
 		m.res.Downtime = time.Since(m.stopAt)
@@ -161,7 +179,7 @@ func (m *mover) phases(ctx context.Context, steps ...step) error {
 		if err == nil && m.rec != nil && phaseIndex(s.name) > phaseIndex(m.rec.Phase) {
 			m.rec.Phase = s.name
 			err = m.rec.save(ctx, m.src.API)
-			if err != nil && s.name == phaseStart {
+			if err != nil && (s.name == phaseStart || s.name == phaseRestore) {
 				// The container runs on the target: nothing may undo
 				// that now. A later run finds it running there.
 				m.res.Warnings = append(m.res.Warnings, err.Error())

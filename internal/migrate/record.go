@@ -56,28 +56,38 @@ type moveRecord struct {
 	// Starting is set before the target container is started: from then
 	// on it may run there, and a rollback that cannot ask the target
 	// must not start the source one.
-	Starting bool      `json:"starting,omitempty"`
-	Exports  []string  `json:"exports,omitempty"`
-	Volumes  []string  `json:"volumes,omitempty"`
-	Networks []string  `json:"networks,omitempty"`
-	TargetID string    `json:"target_id,omitempty"`
-	Started  time.Time `json:"started"`
-	Updated  time.Time `json:"updated"`
-	Seq      int       `json:"seq"`
+	Starting bool     `json:"starting,omitempty"`
+	Exports  []string `json:"exports,omitempty"`
+	Volumes  []string `json:"volumes,omitempty"`
+	Networks []string `json:"networks,omitempty"`
+	TargetID string   `json:"target_id,omitempty"`
+	// Checkpoint names the source container's checkpoint of a live move,
+	// in its own checkpoints directory: a rollback restores from it.
+	Checkpoint string    `json:"checkpoint,omitempty"`
+	Started    time.Time `json:"started"`
+	Updated    time.Time `json:"updated"`
+	Seq        int       `json:"seq"`
 }
 
-// phaseStart is the last phase of a move: a record past it is of a move
-// that finished.
-const phaseStart = "start"
+// phaseStart and phaseRestore are the last phases of a move and a live
+// move: a record past them is of a move that finished.
+const (
+	phaseStart   = "start"
+	phaseRestore = "restore"
+)
 
 // Done reports whether the move finished: the container runs (or was
 // made, stopped as it was) on the target.
-func (r *moveRecord) Done() bool { return r.Phase == phaseStart }
+func (r *moveRecord) Done() bool { return r.Phase == phaseStart || r.Phase == phaseRestore }
 
 // FinishCommand and RollbackCommand are what a user runs, against the
 // source's context, to finish or undo an interrupted move.
 func (r *moveRecord) FinishCommand() string {
-	return fmt.Sprintf("docker --context %s migrate %s --to %s", r.Source, r.Container, r.Target)
+	live := ""
+	if r.Checkpoint != "" {
+		live = " --live"
+	}
+	return fmt.Sprintf("docker --context %s migrate %s --to %s%s", r.Source, r.Container, r.Target, live)
 }
 
 func (r *moveRecord) RollbackCommand() string {

@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 )
 
 func TestParseRecord(t *testing.T) {
@@ -76,5 +79,48 @@ func TestSetRecorded(t *testing.T) {
 	r.setRecorded(rec)
 	if r.Migration != MigrationMovedOut || r.To != "host2" || r.Next != "" {
 		t.Fatalf("row of a finished move %+v", r)
+	}
+}
+
+func TestCountEstablished(t *testing.T) {
+	tcp := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
+   3: 0100007F:C351 0100007F:1F90 06 00000000:00000000 03:00000000 00000000     0        0 0 3 0000000000000000
+`
+	if n := countEstablished(strings.NewReader(tcp)); n != 2 {
+		t.Fatalf("countEstablished = %d, want 2", n)
+	}
+}
+
+func TestMissingFlags(t *testing.T) {
+	if got := missingFlags("fpu sse2 avx2 avx512f", "fpu sse2 avx2"); strings.Join(got, " ") != "avx512f" {
+		t.Fatalf("missing %v", got)
+	}
+	if got := missingFlags("fpu", "fpu sse2"); len(got) != 0 {
+		t.Fatalf("missing %v", got)
+	}
+}
+
+func TestCarryable(t *testing.T) {
+	tests := []struct {
+		name string
+		ctr  container.InspectResponse
+		want string // in the error; "" for none
+	}{
+		{"plain", container.InspectResponse{HostConfig: &container.HostConfig{NetworkMode: "bridge", IpcMode: "private"}, Config: &container.Config{}}, ""},
+		{"privileged", container.InspectResponse{HostConfig: &container.HostConfig{Privileged: true}}, "--privileged"},
+		{"host network", container.InspectResponse{HostConfig: &container.HostConfig{NetworkMode: "host"}}, "--network host"},
+		{"tty", container.InspectResponse{HostConfig: &container.HostConfig{}, Config: &container.Config{Tty: true}}, "terminal"},
+		{"bind", container.InspectResponse{HostConfig: &container.HostConfig{}, Mounts: []container.MountPoint{{Type: mount.TypeBind, Destination: "/etc/x"}}}, "bind mount /etc/x"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := carryable(tt.ctr)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("carryable: %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -32,6 +32,9 @@ func (m *mover) resume(ctx context.Context) error {
 			rec.Container, rec.Target, rec.Phase, rec.FinishCommand(), rec.RollbackCommand())
 	case rec.Done():
 		return m.finished(ctx, rec)
+	case rec.Checkpoint != "" && !m.opts.Live:
+		return fmt.Errorf("the interrupted move of %s was live, and its processes are in a checkpoint: finish it with `%s`, or undo it with `%s`",
+			rec.Container, rec.FinishCommand(), rec.RollbackCommand())
 	}
 	m.rec, m.resumed = rec, true
 	return m.clearTarget(ctx)

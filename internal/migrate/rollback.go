@@ -25,8 +25,10 @@ type RollbackResult struct {
 	Target    string `json:"target"`
 	// Phase is the last phase the move had done.
 	Phase string `json:"phase"`
-	// Restarted is set when the source container runs again.
+	// Restarted is set when the source container runs again; Restored
+	// when a live move's processes go on there from their checkpoint.
 	Restarted bool `json:"restarted"`
+	Restored  bool `json:"restored,omitempty"`
 	// Released lists the exports closed on the source.
 	Released []string `json:"released"`
 	// Removed lists what was removed on the target.
@@ -169,10 +171,29 @@ func restoreSource(src Engine, rec *moveRecord, res *RollbackResult) error {
 	if !rec.WasRunning {
 		return nil
 	}
+	insp, err := src.API.ContainerInspect(ctx, rec.ContainerID, client.ContainerInspectOptions{})
+	if err == nil && insp.Container.State != nil && insp.Container.State.Running {
+		// A checkpoint that failed left it running.
+		res.Restarted = true
+		return nil
+	}
+	if rec.Checkpoint != "" {
+		// A live move: its processes go on from the checkpoint.
+		_, err := src.API.ContainerStart(ctx, rec.ContainerID, client.ContainerStartOptions{CheckpointID: rec.Checkpoint})
+		if err == nil {
+			res.Restarted, res.Restored = true, true
+			_, _ = src.API.CheckpointRemove(ctx, rec.ContainerID, client.CheckpointRemoveOptions{CheckpointID: rec.Checkpoint})
+			return nil
+		}
+		res.Warnings = append(res.Warnings, fmt.Sprintf("restoring %s on %s from its checkpoint failed (%v); it starts afresh", rec.Container, rec.Source, err))
+	}
 	if _, err := src.API.ContainerStart(ctx, rec.ContainerID, client.ContainerStartOptions{}); err != nil {
 		return fmt.Errorf("starting %s on %s again: %w", rec.Container, rec.Source, err)
 	}
 	res.Restarted = true
+	if rec.Checkpoint != "" {
+		_, _ = src.API.CheckpointRemove(ctx, rec.ContainerID, client.CheckpointRemoveOptions{CheckpointID: rec.Checkpoint})
+	}
 	return nil
 }
 

@@ -44,6 +44,9 @@ type CheckOptions struct {
 	// Force lets the move go on past the checks whose failure leaves
 	// nothing at risk: the move then either works or rolls back.
 	Force bool
+	// Live moves the running processes too: a CRIU checkpoint on the
+	// source, restored on the target.
+	Live bool
 }
 
 // MoveOptions are a move's: its checks' and its hooks.

@@ -19,6 +19,19 @@ import (
 // the source container again while its twin runs on the target; the
 // record keeps the policy, for the target container and for a rollback.
 func (m *mover) stop(ctx context.Context) (string, error) {
+	if err := m.hold(ctx); err != nil {
+		return "", err
+	}
+	if !m.rec.WasRunning {
+		return "was not running", nil
+	}
+	_, err := m.src.API.ContainerStop(ctx, m.ctr.ID, client.ContainerStopOptions{})
+	return "", err
+}
+
+// hold records the move, unless an earlier run did, and keeps the source
+// container from restarting behind the move's back. The downtime starts.
+func (m *mover) hold(ctx context.Context) error {
 	m.stopAt = time.Now()
 	if m.rec == nil {
 		m.rec = &moveRecord{
@@ -28,17 +41,13 @@ func (m *mover) stop(ctx context.Context) (string, error) {
 		}
 		if err := m.rec.save(ctx, m.src.API); err != nil {
 			m.rec = nil // nothing changed yet
-			return "", err
+			return err
 		}
 	}
 	if err := holdRestarts(ctx, m.src.API, m.ctr.ID, m.rec.RestartPolicy); err != nil {
-		return "", fmt.Errorf("keeping %s on %s from restarting during the move: %w", m.res.Container, m.src.Context, err)
+		return fmt.Errorf("keeping %s on %s from restarting during the move: %w", m.res.Container, m.src.Context, err)
 	}
-	if !m.rec.WasRunning {
-		return "was not running", nil
-	}
-	_, err := m.src.API.ContainerStop(ctx, m.ctr.ID, client.ContainerStopOptions{})
-	return "", err
+	return nil
 }
 
 // holdRestarts sets container id's restart policy to "no" unless its own
