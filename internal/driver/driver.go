@@ -94,6 +94,10 @@ type Config struct {
 	// EngineVolumes is the engine's volumes directory (read only), for
 	// exports of local-driver volumes; "" disables them.
 	EngineVolumes string
+	// EngineContainers is the engine's containers directory, for carrying
+	// a container's checkpoint (ID/checkpoints/NAME, and nothing else of
+	// it) between hosts; "" disables checkpoints.
+	EngineContainers string
 	// Passthrough lets the kernel read local files of a federated view
 	// directly.
 	Passthrough bool

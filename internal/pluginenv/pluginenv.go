@@ -43,6 +43,10 @@ type Config struct {
 	// EngineVolumes is the engine's volumes directory, mounted read only,
 	// where local-driver volumes are read for export.
 	EngineVolumes string
+	// EngineContainers is the engine's containers directory, where a live
+	// move reads a container's checkpoint (ID/checkpoints/NAME) on the
+	// source and places it on the target; nothing else in it is touched.
+	EngineContainers string
 	// Socket is the plugin API socket the engine connects to.
 	Socket string
 	// ListenAddr is the peer service's listen address (host:port).
@@ -58,12 +62,13 @@ type Config struct {
 // address from the host's network when ADVERTISE_ADDR is unset.
 func FromEnv(getenv func(string) string) (*Config, error) {
 	c := &Config{
-		StateDir:      or(getenv("CARGO_STATE_DIR"), DefaultStateDir),
-		MountDir:      or(getenv("CARGO_MOUNT_DIR"), "/mnt/volumes"),
-		RunDir:        or(getenv("CARGO_RUN_DIR"), "/run/cargo"),
-		EngineVolumes: or(getenv("CARGO_ENGINE_VOLUMES"), "/mnt/engine-volumes"),
-		Socket:        or(getenv("CARGO_SOCKET"), "/run/docker/plugins/cargo.sock"),
-		ListenAddr:    or(getenv("LISTEN_ADDR"), fmt.Sprintf(":%d", DefaultPort)),
+		StateDir:         or(getenv("CARGO_STATE_DIR"), DefaultStateDir),
+		MountDir:         or(getenv("CARGO_MOUNT_DIR"), "/mnt/volumes"),
+		RunDir:           or(getenv("CARGO_RUN_DIR"), "/run/cargo"),
+		EngineVolumes:    or(getenv("CARGO_ENGINE_VOLUMES"), "/mnt/engine-volumes"),
+		EngineContainers: or(getenv("CARGO_ENGINE_CONTAINERS"), "/mnt/engine-containers"),
+		Socket:           or(getenv("CARGO_SOCKET"), "/run/docker/plugins/cargo.sock"),
+		ListenAddr:       or(getenv("LISTEN_ADDR"), fmt.Sprintf(":%d", DefaultPort)),
 	}
 	if getenv("CARGO_STATE_DIR") == "" {
 		c.StateDir, c.LegacyState = stateDir(isDir)
