@@ -77,7 +77,7 @@ func run() error {
 	d, err := driver.New(driver.Config{
 		Store: store, MountDir: cfg.MountDir, RunDir: cfg.RunDir, Mounter: driver.HostMounter{}, Log: log,
 		Exports: exports, Advertise: cfg.AdvertiseAddr, Fingerprint: id.Fingerprint(), Passthrough: true,
-		EngineVolumes: cfg.EngineVolumes,
+		EngineVolumes: cfg.EngineVolumes, EngineContainers: cfg.EngineContainers,
 	})
 	if err != nil {
 		return err
