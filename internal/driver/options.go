@@ -56,8 +56,12 @@ func parseCreateOptions(opts map[string]string) (createOptions, error) {
 
 // kindOf tells from the options which kind of volume is asked for:
 // export=VOLUME opens an export, from=TICKET federates a volume from
-// another host, anything else is a local volume.
+// another host, checkpoint= and checkpoint-from= carry a container's
+// checkpoint (checkpoint.go), anything else is a local volume.
 func kindOf(opts map[string]string) (state.Kind, error) {
+	if kind, ok, err := checkpointKindOf(opts); ok || err != nil {
+		return kind, err
+	}
 	_, exp := opts["export"]
 	_, from := opts["from"]
 	switch {

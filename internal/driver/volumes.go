@@ -79,6 +79,10 @@ func (d *Driver) Create(req *volume.CreateRequest) error {
 		return d.createExport(req.Name, req.Options)
 	case state.KindFederated:
 		return d.createFederated(req.Name, req.Options)
+	case kindCheckpointExport:
+		return d.createCheckpointExport(req.Name, req.Options)
+	case kindCheckpoint:
+		return d.createCheckpointFetch(req.Name, req.Options)
 	}
 	return d.createLocal(req.Name, req.Options)
 }
@@ -211,6 +215,8 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 			d.setFed(req.Name, nil)
 			f.stop()
 		}
+	case kindCheckpointExport, kindCheckpoint:
+		d.closeCheckpointVolume(v)
 	}
 	if err := d.detach(req.Name); err != nil {
 		return err
@@ -239,6 +245,9 @@ func (d *Driver) Mount(req *volume.MountRequest) (*volume.MountResponse, error) 
 	}
 	if v.Kind == state.KindExport {
 		return nil, fmt.Errorf("volume %q stands for the export of volume %q and holds no data; mount %q itself", req.Name, v.Export.Volume, v.Export.Volume)
+	}
+	if isCheckpointKind(v.Kind) {
+		return nil, errCheckpointMount(v)
 	}
 	if ctrl := d.frozenBy(req.Name); ctrl != nil {
 		return nil, frozenError(req.Name, ctrl, "mounted")
@@ -366,12 +375,17 @@ func (d *Driver) List() (*volume.ListResponse, error) {
 
 // describeLocked is the engine's view of v. Called with d.mu held.
 func (d *Driver) describeLocked(v *state.Volume) *volume.Volume {
-	return &volume.Volume{
+	vol := &volume.Volume{
 		Name:       v.Name,
 		Mountpoint: d.mountpoint(v.Name),
 		CreatedAt:  v.CreatedAt.Format(time.RFC3339),
-		Status:     d.statusLocked(v).Map(),
 	}
+	if isCheckpointKind(v.Kind) {
+		vol.Status = d.checkpointStatusLocked(v)
+	} else {
+		vol.Status = d.statusLocked(v).Map()
+	}
+	return vol
 }
 
 // Capabilities says cargo volumes are local to one engine; moving them is
