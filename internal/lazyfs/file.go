@@ -8,160 +8,180 @@ import (
 	"sync/atomic"
 	"syscall"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/cargo-migrate/cargo/internal/manifest"
 )
 
+// fuseUniqueResend marks a request the kernel queued again after
+// FUSE_NOTIFY_RESEND (include/uapi/linux/fuse.h).
+const fuseUniqueResend = 1 << 63
+
+// openLocks serialize opens and releases per inode (striped), so what an
+// open decides from the inode's other files and the backend's answer
+// cannot be raced by another open of the same inode.
+const openLocks = 64
+
+// handle is what this process keeps of an open file read through it. A
+// file that was not local when opened switches to the local copy once
+// there is one.
+type handle struct {
+	idx   int
+	local atomic.Pointer[os.File]
+}
+
 // Open opens a regular file for reading.
 //
-// Both kinds of handle ask the kernel to keep its page cache across opens
+// Page-cache opens ask the kernel to keep the cache across opens
 // (FOPEN_KEEP_CACHE): the tree is frozen, so a page once read is right
-// forever, whether it came from the source host or the local replica, and
-// dropping it on every open would only refetch identical bytes.
+// forever, whether it came from the source host or the local replica.
+// None needs a FLUSH on close (FOPEN_NOFLUSH): there is nothing to flush,
+// and a process closing a file while no server runs would wait for one.
 //
-// Passthrough constrains the kernel: an inode is either read through the
-// page cache by all its open files or passed through to the backing file
-// by all of them, and an open that would mix the two fails with EIO. So a
-// handle is offered for passthrough only while no page-cache handle is
-// open on the inode, and the decision is made under n.mu together with
-// the OpenLocal call, so a concurrent open cannot slip in between.
-func (n *node) Open(_ context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
-		return nil, 0, syscall.EROFS
+// A local file is passed through to its replica file (the kernel reads it
+// without this process) when the mount may, unless the inode has
+// page-cache opens; the inode's passthrough opens share one backing ID,
+// registered by the first and closed after the last. An inode with
+// passthrough opens gets passthrough for every new open too: the kernel
+// fails any other kind of open on it.
+func (r *rawFS) Open(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	i, ok := r.node(in.NodeId)
+	if !ok {
+		return fuse.Status(syscall.ESTALE)
 	}
-	if n.entry().Type != manifest.TypeFile {
-		return nil, 0, syscall.EINVAL
+	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || in.Flags&syscall.O_TRUNC != 0 {
+		return fuse.EROFS
 	}
-	// No FLUSH round trip on close: there is nothing to flush, and we
-	// keep no locks.
-	const cached = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	f, ok, err := n.fs.backend.OpenLocal(n.idx)
-	if err != nil {
-		return nil, 0, toErrno(err)
+	if r.fs.tree.entries[i].Type != manifest.TypeFile {
+		return fuse.EINVAL
 	}
-	if ok {
-		h := &localHandle{n: n, f: f}
-		if n.fs.opts.Passthrough && n.cachedOpens == 0 {
-			// go-fuse registers the fd as backing file on the first
-			// passthrough open of the inode and reuses it for later
-			// ones; if the kernel refuses, go-fuse stops trying for
-			// the whole mount and the handle is read normally. It also
-			// drops KEEP_CACHE, which means nothing for passthrough.
-			n.passthroughOpens++
-			return &passthroughHandle{h}, cached, 0
+	node := uint32(in.NodeId)
+	mu := &r.fs.openMu[i%openLocks]
+	mu.Lock()
+	defer mu.Unlock()
+	t := r.fs.opens
+	t.mu.Lock()
+	if in.Unique&fuseUniqueResend != 0 {
+		// Resent after a crash: the dead process may have recorded
+		// it before dying without an answer.
+		if rec, ok := t.byOpen(in.Unique &^ fuseUniqueResend); ok && rec.node == node {
+			t.mu.Unlock()
+			setOpenOut(out, rec)
+			return fuse.OK
 		}
-		n.cachedOpens++
-		return h, cached, 0
 	}
-	h := &remoteHandle{n: n}
-	if n.passthroughOpens > 0 {
-		// Only reachable if the backend broke its promise that local
-		// stays local. Direct I/O opens do not take part in the
-		// kernel's I/O mode, so this one cannot fail the open.
-		h.direct = true
-		return h, fuse.FOPEN_DIRECT_IO | fuse.FOPEN_NOFLUSH, 0
+	cur := t.inode(node)
+	t.mu.Unlock()
+
+	kind, backing := openCached, int32(0)
+	var local *os.File
+	switch {
+	case cur.passthrough > 0:
+		kind, backing = openPassthrough, cur.backing
+	default:
+		f, ok, err := r.fs.backend.OpenLocal(i)
+		if err != nil {
+			return fuse.Status(toErrno(err))
+		}
+		if ok {
+			local = f
+			if cur.cached == 0 && r.fs.passthroughUsable() {
+				if id, ok := r.fs.registerBacking(f); ok {
+					kind, backing = openPassthrough, id
+					f.Close()
+					local = nil
+				}
+			}
+		}
 	}
-	n.cachedOpens++
-	return h, cached, 0
-}
-
-// localHandle reads a complete local copy.
-type localHandle struct {
-	n *node
-	f *os.File
-}
-
-var (
-	_ fs.FileReader   = (*localHandle)(nil)
-	_ fs.FileReleaser = (*localHandle)(nil)
-)
-
-func (h *localHandle) Read(_ context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h.n.fs.localReads.Add(1)
-	return readLocal(h.f, dest, off)
-}
-
-func (h *localHandle) Release(context.Context) syscall.Errno {
-	h.n.mu.Lock()
-	h.n.cachedOpens--
-	h.n.mu.Unlock()
-	h.f.Close()
-	return 0
-}
-
-// passthroughHandle is a localHandle offered for passthrough.
-type passthroughHandle struct{ *localHandle }
-
-var _ fs.FilePassthroughFder = passthroughHandle{}
-
-func (h passthroughHandle) PassthroughFd() (int, bool) {
-	// The kernel takes its own reference on the file when registering
-	// it, so closing f on Release does not disturb it.
-	return int(h.f.Fd()), true
-}
-
-func (h passthroughHandle) Release(context.Context) syscall.Errno {
-	h.n.mu.Lock()
-	h.n.passthroughOpens--
-	h.n.mu.Unlock()
-	h.f.Close()
-	return 0
-}
-
-// readLocal fills dest from f at off; os.File.ReadAt already loops on
-// short reads, stopping early only at end of file.
-func readLocal(f *os.File, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	nr, err := f.ReadAt(dest, off)
-	if err != nil && err != io.EOF {
-		return nil, toErrno(err)
+	t.mu.Lock()
+	fh, err := t.add(node, in.Unique&^fuseUniqueResend, kind, backing)
+	t.mu.Unlock()
+	if err != nil {
+		if local != nil {
+			local.Close()
+		}
+		if kind == openPassthrough && cur.passthrough == 0 {
+			r.fs.unregisterBacking(backing)
+		}
+		r.fs.logf("opening %s: %v", r.fs.tree.entries[i].Path, err)
+		return fuse.Status(syscall.ENFILE)
 	}
-	return fuse.ReadResultData(dest[:nr]), 0
-}
-
-// remoteHandle reads a file that was not local when opened. Once the
-// backend has the file locally, the handle switches to the local copy.
-type remoteHandle struct {
-	n      *node
-	direct bool
-	local  atomic.Pointer[os.File]
-}
-
-var (
-	_ fs.FileReader   = (*remoteHandle)(nil)
-	_ fs.FileReleaser = (*remoteHandle)(nil)
-)
-
-func (h *remoteHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	if f := h.localFile(); f != nil {
-		h.n.fs.localReads.Add(1)
-		return readLocal(f, dest, off)
+	if kind == openCached {
+		h := &handle{idx: i}
+		if local != nil {
+			h.local.Store(local)
+		}
+		r.fs.handles.Store(fh, h)
 	}
-	h.n.fs.remoteReads.Add(1)
-	size := h.n.entry().Size
+	setOpenOut(out, record{fh: fh, kind: kind, backing: backing})
+	return fuse.OK
+}
+
+func setOpenOut(out *fuse.OpenOut, rec record) {
+	out.Fh = rec.fh
+	if rec.kind == openPassthrough {
+		// FOPEN_KEEP_CACHE is refused with passthrough, and means
+		// nothing for it.
+		out.OpenFlags = fuse.FOPEN_PASSTHROUGH | fuse.FOPEN_NOFLUSH
+		out.BackingID = rec.backing
+		return
+	}
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+}
+
+// handleOf returns this process's handle of fh, making one for a file an
+// earlier process opened (or one it cannot place: then read by node).
+func (r *rawFS) handleOf(fh uint64, i int) *handle {
+	if h, ok := r.fs.handles.Load(fh); ok {
+		return h.(*handle)
+	}
+	r.fs.opens.mu.Lock()
+	_, known := r.fs.opens.lookup(fh)
+	r.fs.opens.mu.Unlock()
+	h := &handle{idx: i}
+	if !known {
+		return h
+	}
+	got, _ := r.fs.handles.LoadOrStore(fh, h)
+	return got.(*handle)
+}
+
+func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	i, ok := r.node(in.NodeId)
+	if !ok {
+		return nil, fuse.Status(syscall.ESTALE)
+	}
+	h := r.handleOf(in.Fh, i)
+	off := int64(in.Offset)
+	if f := h.localFile(r.fs.backend); f != nil {
+		r.fs.localReads.Add(1)
+		return readLocal(f, buf, off)
+	}
+	r.fs.remoteReads.Add(1)
+	size := r.fs.tree.entries[i].Size
 	if off >= size {
-		return fuse.ReadResultData(nil), 0
+		return fuse.ReadResultData(nil), fuse.OK
 	}
 	// Never ask past the manifest's size: the file is frozen at it.
+	dest := buf
 	if int64(len(dest)) > size-off {
 		dest = dest[:size-off]
 	}
-	nr, err := readFullRemote(ctx, h.n.fs.backend, h.n.idx, dest, off)
+	ctx := &fuse.Context{Caller: in.Caller, Cancel: cancel}
+	nr, err := readFullRemote(ctx, r.fs.backend, i, dest, off)
 	if err != nil {
-		return nil, toErrno(err)
+		return nil, fuse.Status(toErrno(err))
 	}
-	return fuse.ReadResultData(dest[:nr]), 0
+	return fuse.ReadResultData(dest[:nr]), fuse.OK
 }
 
 // localFile returns the local copy once there is one.
-func (h *remoteHandle) localFile() *os.File {
+func (h *handle) localFile(b Backend) *os.File {
 	if f := h.local.Load(); f != nil {
 		return f
 	}
-	f, ok, err := h.n.fs.backend.OpenLocal(h.n.idx)
+	f, ok, err := b.OpenLocal(h.idx)
 	if err != nil || !ok {
 		// An error here is not the reader's problem: ReadAt can
 		// still serve it.
@@ -174,16 +194,48 @@ func (h *remoteHandle) localFile() *os.File {
 	return f
 }
 
-func (h *remoteHandle) Release(context.Context) syscall.Errno {
-	if !h.direct {
-		h.n.mu.Lock()
-		h.n.cachedOpens--
-		h.n.mu.Unlock()
-	}
+func (h *handle) close() {
 	if f := h.local.Load(); f != nil {
 		f.Close()
 	}
-	return 0
+}
+
+// Release forgets an open file. The last passthrough file of an inode
+// closes the backing ID before the record goes, so a crash in between
+// only makes the next process close it again.
+func (r *rawFS) Release(_ <-chan struct{}, in *fuse.ReleaseIn) {
+	if h, ok := r.fs.handles.LoadAndDelete(in.Fh); ok {
+		h.(*handle).close()
+	}
+	t := r.fs.opens
+	t.mu.Lock()
+	rec, ok := t.lookup(in.Fh)
+	t.mu.Unlock()
+	if !ok {
+		return
+	}
+	mu := &r.fs.openMu[int(rec.node-1)%openLocks]
+	mu.Lock()
+	defer mu.Unlock()
+	t.mu.Lock()
+	cur := t.inode(rec.node)
+	t.mu.Unlock()
+	if rec.kind == openPassthrough && cur.passthrough == 1 {
+		r.fs.unregisterBacking(rec.backing)
+	}
+	t.mu.Lock()
+	t.remove(in.Fh)
+	t.mu.Unlock()
+}
+
+// readLocal fills dest from f at off; os.File.ReadAt already loops on
+// short reads, stopping early only at end of file.
+func readLocal(f *os.File, dest []byte, off int64) (fuse.ReadResult, fuse.Status) {
+	nr, err := f.ReadAt(dest, off)
+	if err != nil && err != io.EOF {
+		return nil, fuse.Status(toErrno(err))
+	}
+	return fuse.ReadResultData(dest[:nr]), fuse.OK
 }
 
 // readFullRemote loops until dest is full or the content ends. A short

@@ -8,6 +8,15 @@
 // Everything the kernel is told (inode numbers, attributes, directory
 // listings, file contents) is fixed for the life of the mount, so the
 // kernel is allowed to cache all of it for long.
+//
+// A mount can outlive the process serving it: with Options.Keeper, the
+// FUSE connection is handed to a keeper (the plugin's holder process), and
+// the next process to Mount the same directory with the same manifest
+// takes the connection over instead of mounting again. What the kernel
+// already knows (node IDs, open files) stays valid because node IDs are
+// computed from the manifest and open files are recorded with the
+// connection; the requests the dead process had taken are asked for again
+// (FUSE_NOTIFY_RESEND, Linux 6.9). Readers see a pause.
 package lazyfs
 
 import (
@@ -19,10 +28,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -50,6 +57,22 @@ type Backend interface {
 	ReadAt(ctx context.Context, index int, p []byte, off int64) (int, error)
 }
 
+// Keeper keeps descriptors open for the next process, under a name
+// (fusekeep.Client is one).
+type Keeper interface {
+	// Keep hands the files (dups of them) to the keeper with state,
+	// replacing what it kept under name. It has them once Keep returns.
+	Keep(name string, state []byte, files ...*os.File) error
+	// Holds reports whether the previous process left something under
+	// name that nobody took yet.
+	Holds(name string) bool
+	// Take returns, once, what the previous process left under name;
+	// the files are the caller's.
+	Take(name string) (state []byte, files []*os.File, ok bool)
+	// Drop makes the keeper close what it keeps under name.
+	Drop(name string) error
+}
+
 // Options tune a mount.
 type Options struct {
 	// Debug logs every FUSE request and reply.
@@ -64,6 +87,11 @@ type Options struct {
 	// sequential read of a remote file cost an eighth of the round trips.
 	// Mount fails if it cannot be set (e.g. /sys is read-only).
 	ReadAheadKB int
+	// Keeper, if set, keeps the mount's FUSE connection for the next
+	// process, and Mount takes over one it kept for the same directory.
+	// A connection taken over keeps the Passthrough choice it was made
+	// with.
+	Keeper Keeper
 }
 
 // Stats counts FUSE reads this process served; reads the kernel answers
@@ -80,6 +108,19 @@ type FS struct {
 	backend Backend
 	opts    Options
 	server  *fuse.Server
+	logger  *log.Logger
+	resumed bool
+
+	// opens records the open files, handles what this process keeps
+	// of those read through it (by file handle), openMu serializes
+	// opens and releases of an inode (striped).
+	opens   *openTable
+	handles sync.Map
+	openMu  [openLocks]sync.Mutex
+
+	// passthrough is whether new opens may be passed through: asked
+	// for, offered by the kernel, and not refused yet.
+	passthrough atomic.Bool
 
 	localReads  atomic.Uint64
 	remoteReads atomic.Uint64
@@ -98,77 +139,30 @@ const cacheTimeout = time.Hour
 // serves it until Unmount. The filesystem serves m's Tree and relies on
 // the rules manifest.Validate enforces: a manifest from Decode is taken as
 // it is, any other is validated first. m must not change while mounted.
+//
+// With opts.Keeper holding a live connection for dir, Mount serves that
+// connection instead (Resumed reports it): m must be the manifest it was
+// made with.
 func Mount(dir string, m *manifest.Manifest, b Backend, opts Options) (*FS, error) {
 	t, err := newTree(m)
 	if err != nil {
 		return nil, err
 	}
 	fsys := &FS{dir: dir, tree: t, backend: b, opts: opts}
-	timeout := cacheTimeout
-	mo := fuse.MountOptions{
-		// Root mounts with mount(2) directly; falling back to the setuid
-		// fusermount would only hide a misconfiguration.
-		DirectMountStrict: true,
-		// Read-only at the mount level too, so the VFS refuses writes
-		// before they reach us. nosuid and nodev are what fusermount
-		// would set; they only govern using this mount directly: exec
-		// and device opens through the overlay on top are checked
-		// against the overlay's mount.
-		DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
-		// The engine and containers run as other users than us.
-		AllowOther: true,
-		FsName:     "cargo",
-		Name:       "cargo",
-		// default_permissions: the kernel checks access against the
-		// modes and owners we report, as a local filesystem would, so
-		// container users get the same answers as on the source host.
-		Options: []string{"default_permissions", "ro"},
-		// Allow READs of up to 1 MiB (the kernel's limit); how large
-		// they are is up to readahead, see ReadAheadKB.
-		MaxWrite: 1 << 20,
-		// Replies carry bytes (ReadResultData), never a file to splice
-		// from. With splicing on, go-fuse still sizes a pipe and writes
-		// each reply's header into it before noticing, which costs time
-		// and, for 1 MiB replies (more than a pipe holds), logs a
-		// complaint per reply.
-		DisableSplice: true,
-		// Symlink targets never change either.
-		EnableSymlinkCaching: true,
-		Debug:                opts.Debug,
-	}
-	var logger *log.Logger
 	if opts.Debug {
-		logger = log.New(os.Stderr, "lazyfs: ", log.Lmicroseconds)
-		mo.Logger = logger
+		fsys.logger = log.New(os.Stderr, "lazyfs: ", log.Lmicroseconds)
 	}
-	if !opts.Passthrough {
-		// Without passthrough the kernel gives this mount stacking depth
-		// 0, which leaves room for stacking more than the one overlay.
-		mo.DisabledCapabilities = fuse.CAP_PASSTHROUGH
-	}
-	root := &node{fs: fsys, idx: 0}
-	server, err := fs.Mount(dir, root, &fs.Options{
-		MountOptions:    mo,
-		EntryTimeout:    &timeout,
-		AttrTimeout:     &timeout,
-		NegativeTimeout: &timeout,
-		// Report mode 0 as 0; go-fuse would otherwise invent 0644/0755.
-		NullPermissions: true,
-		RootStableAttr:  &fs.StableAttr{Ino: t.ino(0)},
-		// go-fuse's own diagnostics, e.g. a refused passthrough.
-		Logger: logger,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lazyfs: mounting at %s: %w", dir, err)
-	}
-	fsys.server = server
-	if opts.ReadAheadKB > 0 {
-		if err := setReadAhead(dir, opts.ReadAheadKB); err != nil {
-			if uerr := server.Unmount(); uerr != nil {
-				return nil, errors.Join(err, fmt.Errorf("lazyfs: unmounting %s: %w", dir, uerr))
-			}
+	if k := opts.Keeper; k != nil && k.Holds(dir) {
+		ok, err := fsys.takeOver()
+		if err != nil {
 			return nil, err
 		}
+		if ok {
+			return fsys, nil
+		}
+	}
+	if err := fsys.mount(); err != nil {
+		return nil, err
 	}
 	return fsys, nil
 }
@@ -176,12 +170,8 @@ func Mount(dir string, m *manifest.Manifest, b Backend, opts Options) (*FS, erro
 // setReadAhead sets the readahead window of the filesystem mounted at dir.
 // A FUSE mount's backing device info is named after its anonymous device
 // number.
-func setReadAhead(dir string, kb int) error {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return fmt.Errorf("lazyfs: %w", err)
-	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+func setReadAhead(dev uint64, kb int) error {
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(dev), unix.Minor(dev))
 	if err := os.WriteFile(p, []byte(strconv.Itoa(kb)), 0); err != nil {
 		return fmt.Errorf("lazyfs: setting readahead: %w", err)
 	}
@@ -191,6 +181,11 @@ func setReadAhead(dir string, kb int) error {
 // Dir is the mount point.
 func (f *FS) Dir() string { return f.dir }
 
+// Resumed reports whether Mount took over a connection a previous
+// process had kept, rather than mounting: what was mounted on top of the
+// directory before (an overlay) still works.
+func (f *FS) Resumed() bool { return f.resumed }
+
 // Stats returns the read counters.
 func (f *FS) Stats() Stats {
 	return Stats{LocalReads: f.localReads.Load(), RemoteReads: f.remoteReads.Load()}
@@ -199,12 +194,45 @@ func (f *FS) Stats() Stats {
 // PassthroughOffered reports whether the kernel offered FUSE passthrough
 // when the mount was set up. Whether files are actually served through it
 // also needs Options.Passthrough and the privilege to register backing
-// files; go-fuse falls back to normal reads when registering fails.
+// files; the mount falls back to normal reads when registering fails.
 func (f *FS) PassthroughOffered() bool {
 	return f.server.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH != 0
 }
 
-// Unmount unmounts the tree and waits until the server has stopped.
+func (f *FS) passthroughUsable() bool { return f.passthrough.Load() }
+
+// registerBacking registers file as a backing file for passthrough. A
+// refusal (no privilege, stacking too deep) stops passthrough for the
+// mount; the open is then served through this process.
+func (f *FS) registerBacking(file *os.File) (int32, bool) {
+	id, errno := f.server.RegisterBackingFd(&fuse.BackingMap{Fd: int32(file.Fd())})
+	if errno != 0 {
+		if f.passthrough.CompareAndSwap(true, false) {
+			f.logf("passthrough refused by the kernel, reading local files through this process: %v", errno)
+		}
+		return 0, false
+	}
+	return id, true
+}
+
+func (f *FS) unregisterBacking(id int32) {
+	// ENOENT: an earlier process closed it already and died before
+	// recording that.
+	if errno := f.server.UnregisterBackingFd(id); errno != 0 && errno != unix.ENOENT {
+		f.logf("closing backing ID %d: %v", id, errno)
+	}
+}
+
+func (f *FS) logf(format string, args ...any) {
+	if f.logger != nil {
+		f.logger.Printf(format, args...)
+		return
+	}
+	log.Printf("lazyfs: %s: "+format, append([]any{f.dir}, args...)...)
+}
+
+// Unmount unmounts the tree, waits until the server has stopped, and
+// lets the keeper close the connection.
 //
 // Unmount the overlay on top first: an overlay holds on to its lower
 // filesystem, so while one is mounted the mount point goes away at once but
@@ -217,10 +245,32 @@ func (f *FS) Unmount() error {
 	if f.unmounted {
 		return nil
 	}
-	if err := f.server.Unmount(); err != nil {
+	var err error
+	// The kernel may take a moment to let go of files just closed.
+	for delay := 5 * time.Millisecond; ; delay *= 2 {
+		err = unix.Unmount(f.dir, 0)
+		if !errors.Is(err, unix.EBUSY) || delay > 80*time.Millisecond {
+			break
+		}
+		time.Sleep(delay)
+	}
+	if err != nil && !errors.Is(err, unix.EINVAL) {
 		return fmt.Errorf("lazyfs: unmounting %s: %w", f.dir, err)
 	}
 	f.server.Wait()
 	f.unmounted = true
-	return nil
+	return f.release()
+}
+
+// release lets go of what outlives the server: the keeper's copies and the
+// table of open files.
+func (f *FS) release() error {
+	var errs []error
+	if k := f.opts.Keeper; k != nil {
+		errs = append(errs, k.Drop(f.dir))
+	}
+	if f.opens != nil {
+		errs = append(errs, f.opens.close())
+	}
+	return errors.Join(errs...)
 }

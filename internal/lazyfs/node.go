@@ -1,80 +1,49 @@
 package lazyfs
 
 import (
-	"context"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 
-	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
 	"github.com/cargo-migrate/cargo/internal/manifest"
 )
 
-// node is one inode of the tree. Nodes are made on lookup (never ahead of
-// time) and go-fuse drops them when the kernel forgets them. All members
-// of a hard-link group share one node: it is keyed by the group's first
-// entry, and go-fuse returns the existing Inode when a lookup through
-// another path reports the same inode number.
-type node struct {
-	fs.Inode
+// rawFS answers the kernel's requests. It keeps no per-node state: a node
+// ID is the inode number, the manifest index of the inode's first entry
+// plus one (so the root is FUSE_ROOT_ID), and every answer is computed
+// from the manifest. That is what lets another process answer requests
+// about nodes this one told the kernel about: the kernel keeps node IDs
+// for as long as it likes and never repeats the LOOKUP that made them.
+// LOOKUP counts are not kept either, so FORGET has nothing to do.
+type rawFS struct {
+	fuse.RawFileSystem
 	fs *FS
-	// idx is the entry carrying this inode: for a hard-link group its
-	// first member, whose content and attributes all members share.
-	idx int
-
-	// mu guards the open counts, which keep the kernel's per-inode I/O
-	// mode consistent (see Open).
-	mu sync.Mutex
-	// cachedOpens counts open handles the kernel reads through the page
-	// cache (remote ones, and local ones that could not pass through).
-	cachedOpens int
-	// passthroughOpens counts open handles offered for passthrough.
-	passthroughOpens int
 }
 
-var (
-	_ fs.NodeGetattrer      = (*node)(nil)
-	_ fs.NodeLookuper       = (*node)(nil)
-	_ fs.NodeOpendirHandler = (*node)(nil)
-	_ fs.NodeReadlinker     = (*node)(nil)
-	_ fs.NodeOpener         = (*node)(nil)
-	_ fs.NodeGetxattrer     = (*node)(nil)
-	_ fs.NodeListxattrer    = (*node)(nil)
-	_ fs.NodeStatfser       = (*node)(nil)
+func (r *rawFS) String() string { return "lazyfs" }
 
-	// Every modifying operation go-fuse has an interface for answers
-	// EROFS: some of go-fuse's defaults would report success (Unlink,
-	// Rmdir) or ENOTSUP. The mount is read-only, so the VFS normally
-	// refuses these before they get here.
-	_ fs.NodeSetattrer     = (*node)(nil)
-	_ fs.NodeSetxattrer    = (*node)(nil)
-	_ fs.NodeRemovexattrer = (*node)(nil)
-	_ fs.NodeMkdirer       = (*node)(nil)
-	_ fs.NodeMknoder       = (*node)(nil)
-	_ fs.NodeCreater       = (*node)(nil)
-	_ fs.NodeTmpfiler      = (*node)(nil)
-	_ fs.NodeSymlinker     = (*node)(nil)
-	_ fs.NodeLinker        = (*node)(nil)
-	_ fs.NodeUnlinker      = (*node)(nil)
-	_ fs.NodeRmdirer       = (*node)(nil)
-	_ fs.NodeRenamer       = (*node)(nil)
-	_ fs.NodeWriter        = (*node)(nil)
-	_ fs.NodeAllocater     = (*node)(nil)
-)
+// node returns the entry index of a node ID the kernel sent, false for
+// one this tree never gave out.
+func (r *rawFS) node(id uint64) (int, bool) {
+	t := r.fs.tree
+	if id == 0 || id > uint64(len(t.entries)) {
+		return 0, false
+	}
+	i := int(id - 1)
+	return i, t.Leader(i) == i
+}
 
-func (n *node) entry() *manifest.Entry { return &n.fs.tree.entries[n.idx] }
-
-// newChild returns the Inode of entry i, a child of n, filling attr.
-func (n *node) newChild(ctx context.Context, i int, attr *fuse.Attr) *fs.Inode {
-	t := n.fs.tree
+func (r *rawFS) entryOut(i int, out *fuse.EntryOut) {
+	t := r.fs.tree
 	l := t.Leader(i)
-	n.fs.fillAttr(l, attr)
-	child := &node{fs: n.fs, idx: l}
-	return n.NewInode(ctx, child, fs.StableAttr{Mode: t.entries[l].Type.UnixType(), Ino: t.ino(l)})
+	out.NodeId = t.ino(l)
+	out.Generation = 0
+	r.fs.fillAttr(l, &out.Attr)
+	out.SetEntryTimeout(cacheTimeout)
+	out.SetAttrTimeout(cacheTimeout)
 }
 
 func (f *FS) fillAttr(i int, a *fuse.Attr) {
@@ -128,28 +97,48 @@ func encodeDev(rdev uint64) uint32 {
 	return minor&0xff | major<<8 | (minor&^0xff)<<12
 }
 
-func (n *node) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	n.fs.fillAttr(n.idx, &out.Attr)
-	return 0
-}
-
-func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	if n.entry().Type != manifest.TypeDir {
-		return nil, syscall.ENOTDIR
-	}
-	i, ok := n.fs.tree.Lookup(n.idx, name)
+func (r *rawFS) Lookup(_ <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	p, ok := r.node(h.NodeId)
 	if !ok {
-		return nil, syscall.ENOENT
+		return fuse.Status(syscall.ESTALE)
 	}
-	return n.newChild(ctx, i, &out.Attr), 0
+	t := r.fs.tree
+	if t.entries[p].Type != manifest.TypeDir {
+		return fuse.ENOTDIR
+	}
+	i, ok := t.Lookup(p, name)
+	if !ok {
+		// A negative entry the kernel may cache: the tree is frozen.
+		out.NodeId = 0
+		out.SetEntryTimeout(cacheTimeout)
+		return fuse.OK
+	}
+	r.entryOut(i, out)
+	return fuse.OK
 }
 
-func (n *node) Readlink(context.Context) ([]byte, syscall.Errno) {
-	e := n.entry()
-	if e.Type != manifest.TypeSymlink {
-		return nil, syscall.EINVAL
+func (r *rawFS) Forget(uint64, uint64) {}
+
+func (r *rawFS) GetAttr(_ <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	i, ok := r.node(in.NodeId)
+	if !ok {
+		return fuse.Status(syscall.ESTALE)
 	}
-	return []byte(e.Target), 0
+	r.fs.fillAttr(i, &out.Attr)
+	out.SetTimeout(cacheTimeout)
+	return fuse.OK
+}
+
+func (r *rawFS) Readlink(_ <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	i, ok := r.node(h.NodeId)
+	if !ok {
+		return nil, fuse.Status(syscall.ESTALE)
+	}
+	e := &r.fs.tree.entries[i]
+	if e.Type != manifest.TypeSymlink {
+		return nil, fuse.EINVAL
+	}
+	return []byte(e.Target), fuse.OK
 }
 
 // servedXattr tells which attribute names are shown. Only the user
@@ -163,22 +152,32 @@ func servedXattr(name string) bool {
 	return strings.HasPrefix(name, "user.")
 }
 
-func (n *node) Getxattr(_ context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if !servedXattr(attr) {
-		return 0, syscall.ENODATA
-	}
-	v, ok := n.entry().Xattrs[attr]
+// GetXAttr answers with the value's size and ERANGE when dest is too
+// small; go-fuse turns that into the size for a size query.
+func (r *rawFS) GetXAttr(_ <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	i, ok := r.node(h.NodeId)
 	if !ok {
-		return 0, syscall.ENODATA
+		return 0, fuse.Status(syscall.ESTALE)
+	}
+	if !servedXattr(attr) {
+		return 0, fuse.ENOATTR
+	}
+	v, ok := r.fs.tree.entries[i].Xattrs[attr]
+	if !ok {
+		return 0, fuse.ENOATTR
 	}
 	if len(dest) < len(v) {
-		return uint32(len(v)), syscall.ERANGE
+		return uint32(len(v)), fuse.ERANGE
 	}
-	return uint32(copy(dest, v)), 0
+	return uint32(copy(dest, v)), fuse.OK
 }
 
-func (n *node) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno) {
-	xs := n.entry().Xattrs
+func (r *rawFS) ListXAttr(_ <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	i, ok := r.node(h.NodeId)
+	if !ok {
+		return 0, fuse.Status(syscall.ESTALE)
+	}
+	xs := r.fs.tree.entries[i].Xattrs
 	names := make([]string, 0, len(xs))
 	size := 0
 	for k := range xs {
@@ -188,7 +187,7 @@ func (n *node) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno)
 		}
 	}
 	if len(dest) < size {
-		return uint32(size), syscall.ERANGE
+		return uint32(size), fuse.ERANGE
 	}
 	slices.Sort(names)
 	off := 0
@@ -197,11 +196,11 @@ func (n *node) Listxattr(_ context.Context, dest []byte) (uint32, syscall.Errno)
 		dest[off] = 0
 		off++
 	}
-	return uint32(off), 0
+	return uint32(off), fuse.OK
 }
 
-func (n *node) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
-	t := n.fs.tree
+func (r *rawFS) StatFs(_ <-chan struct{}, _ *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	t := r.fs.tree
 	const bsize = 4096
 	out.Bsize = bsize
 	out.Frsize = bsize
@@ -209,125 +208,124 @@ func (n *node) Statfs(_ context.Context, out *fuse.StatfsOut) syscall.Errno {
 	out.Files = uint64(len(t.entries))
 	out.NameLen = 255
 	// Nothing free: it is read-only.
-	return 0
+	return fuse.OK
 }
 
-// Directories.
+// Directories: a listing is ".", "..", then the children in name order;
+// the entry at position p carries offset p+1, where the next READDIR
+// starts. Nothing is kept between requests.
 
-func (n *node) OpendirHandle(context.Context, uint32) (fs.FileHandle, uint32, syscall.Errno) {
-	if n.entry().Type != manifest.TypeDir {
-		return nil, 0, syscall.ENOTDIR
+func (r *rawFS) OpenDir(_ <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	i, ok := r.node(in.NodeId)
+	if !ok {
+		return fuse.Status(syscall.ESTALE)
+	}
+	if r.fs.tree.entries[i].Type != manifest.TypeDir {
+		return fuse.ENOTDIR
 	}
 	// The listing never changes, so the kernel may cache it.
-	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
 }
 
-// dirHandle lists a directory: ".", "..", then the children in name
-// order. go-fuse serializes calls on one handle, so it needs no lock.
-type dirHandle struct {
-	n *node
-	// pos is the next position to list; an entry at position p is
-	// reported with offset p+1, which Seekdir takes back.
-	pos int
-	// last is the child listed last, which READDIRPLUS looks up next.
-	last int
+func (r *rawFS) ReadDir(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return r.readDir(in, out, false)
 }
 
-var (
-	_ fs.FileReaddirenter = (*dirHandle)(nil)
-	_ fs.FileSeekdirer    = (*dirHandle)(nil)
-	_ fs.FileLookuper     = (*dirHandle)(nil)
-)
+// ReadDirPlus also answers the lookup of each child listed; "." and ".."
+// go without (node ID 0), which the kernel skips.
+func (r *rawFS) ReadDirPlus(_ <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return r.readDir(in, out, true)
+}
 
-func (d *dirHandle) Readdirent(context.Context) (*fuse.DirEntry, syscall.Errno) {
-	t := d.n.fs.tree
-	kids := t.Children(d.n.idx)
-	p := d.pos
-	var de fuse.DirEntry
-	switch {
-	case p == 0:
-		de = fuse.DirEntry{Name: ".", Mode: syscall.S_IFDIR, Ino: t.ino(d.n.idx)}
-	case p == 1:
-		de = fuse.DirEntry{Name: "..", Mode: syscall.S_IFDIR, Ino: t.ino(t.parentDir(d.n.idx))}
-	case p-2 < len(kids):
-		c := kids[p-2]
-		d.last = c
-		de = fuse.DirEntry{Name: t.Name(c), Mode: t.entries[c].Type.UnixType(), Ino: t.ino(c)}
-	default:
-		return nil, 0
+func (r *rawFS) readDir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	d, ok := r.node(in.NodeId)
+	if !ok {
+		return fuse.Status(syscall.ESTALE)
 	}
-	d.pos++
-	de.Off = uint64(d.pos)
-	return &de, 0
-}
-
-func (d *dirHandle) Seekdir(_ context.Context, off uint64) syscall.Errno {
-	if off > uint64(len(d.n.fs.tree.Children(d.n.idx))+2) {
-		return syscall.EINVAL
+	t := r.fs.tree
+	kids := t.Children(d)
+	for p := int(min(in.Offset, uint64(len(kids)+2))); p < len(kids)+2; p++ {
+		de := fuse.DirEntry{Mode: syscall.S_IFDIR, Off: uint64(p + 1)}
+		child := -1
+		switch p {
+		case 0:
+			de.Name, de.Ino = ".", t.ino(d)
+		case 1:
+			de.Name, de.Ino = "..", t.ino(t.parentDir(d))
+		default:
+			child = kids[p-2]
+			de.Name, de.Mode, de.Ino = t.Name(child), t.entries[child].Type.UnixType(), t.ino(child)
+		}
+		if !plus {
+			if !out.AddDirEntry(de) {
+				break
+			}
+			continue
+		}
+		eo := out.AddDirLookupEntry(de)
+		if eo == nil {
+			break
+		}
+		if child >= 0 {
+			r.entryOut(child, eo)
+		}
 	}
-	d.pos = int(off)
-	return 0
+	return fuse.OK
 }
 
-// Lookup serves READDIRPLUS for the entry just listed without searching.
-func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	t := d.n.fs.tree
-	if d.pos >= 3 && t.Name(d.last) == name {
-		return d.n.newChild(ctx, d.last, &out.Attr), 0
-	}
-	return d.n.Lookup(ctx, name, out)
+func (r *rawFS) ReleaseDir(*fuse.ReleaseIn) {}
+
+// Read-only refusals: the mount is read-only, so the VFS refuses these
+// before they get here; should one arrive, it gets EROFS rather than
+// go-fuse's ENOSYS, which the kernel would remember as "not implemented".
+
+func (r *rawFS) SetAttr(<-chan struct{}, *fuse.SetAttrIn, *fuse.AttrOut) fuse.Status {
+	return fuse.EROFS
 }
 
-// Read-only refusals.
-
-func (n *node) Setattr(context.Context, fs.FileHandle, *fuse.SetAttrIn, *fuse.AttrOut) syscall.Errno {
-	return syscall.EROFS
+func (r *rawFS) Mknod(<-chan struct{}, *fuse.MknodIn, string, *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Setxattr(context.Context, string, []byte, uint32) syscall.Errno {
-	return syscall.EROFS
+func (r *rawFS) Mkdir(<-chan struct{}, *fuse.MkdirIn, string, *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Removexattr(context.Context, string) syscall.Errno {
-	return syscall.EROFS
+func (r *rawFS) Unlink(<-chan struct{}, *fuse.InHeader, string) fuse.Status { return fuse.EROFS }
+
+func (r *rawFS) Rmdir(<-chan struct{}, *fuse.InHeader, string) fuse.Status { return fuse.EROFS }
+
+func (r *rawFS) Rename(<-chan struct{}, *fuse.RenameIn, string, string) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Mkdir(context.Context, string, uint32, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+func (r *rawFS) Link(<-chan struct{}, *fuse.LinkIn, string, *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Mknod(context.Context, string, uint32, uint32, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+func (r *rawFS) Symlink(<-chan struct{}, *fuse.InHeader, string, string, *fuse.EntryOut) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Create(context.Context, string, uint32, uint32, *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
+func (r *rawFS) SetXAttr(<-chan struct{}, *fuse.SetXAttrIn, string, []byte) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Tmpfile(context.Context, uint32, uint32, *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	return nil, nil, 0, syscall.EROFS
+func (r *rawFS) RemoveXAttr(<-chan struct{}, *fuse.InHeader, string) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Symlink(context.Context, string, string, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+func (r *rawFS) Create(<-chan struct{}, *fuse.CreateIn, string, *fuse.CreateOut) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Link(context.Context, fs.InodeEmbedder, string, *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
-	return nil, syscall.EROFS
+func (r *rawFS) Tmpfile(<-chan struct{}, *fuse.CreateIn, *fuse.CreateOut) fuse.Status {
+	return fuse.EROFS
 }
 
-func (n *node) Unlink(context.Context, string) syscall.Errno { return syscall.EROFS }
-
-func (n *node) Rmdir(context.Context, string) syscall.Errno { return syscall.EROFS }
-
-func (n *node) Rename(context.Context, string, fs.InodeEmbedder, string, uint32) syscall.Errno {
-	return syscall.EROFS
+func (r *rawFS) Write(<-chan struct{}, *fuse.WriteIn, []byte) (uint32, fuse.Status) {
+	return 0, fuse.EROFS
 }
 
-func (n *node) Write(context.Context, fs.FileHandle, []byte, int64) (uint32, syscall.Errno) {
-	return 0, syscall.EROFS
-}
-
-func (n *node) Allocate(context.Context, fs.FileHandle, uint64, uint64, uint32) syscall.Errno {
-	return syscall.EROFS
-}
+func (r *rawFS) Fallocate(<-chan struct{}, *fuse.FallocateIn) fuse.Status { return fuse.EROFS }
