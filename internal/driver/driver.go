@@ -76,6 +76,8 @@ type Driver struct {
 	// overlay a previous plugin process mounted, which containers use: no
 	// other overlay may be mounted on its upper layer until they let go.
 	staleMounts map[string]bool
+	// trash wakes the goroutine that deletes removed volumes' data.
+	trash chan struct{}
 }
 
 // Config is what the driver is built from.
@@ -131,12 +133,39 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{store: store, mountDir: cfg.MountDir, runDir: cfg.RunDir, mnt: cfg.Mounter, log: log, cfg: cfg,
 		ctx: ctx, cancel: cancel, recovered: make(chan struct{}), exportsServed: make(chan struct{}),
 		vols: res.Volumes, creating: map[string]bool{}, feds: map[string]*federation{}, exports: map[string]*openExport{},
-		recovering: map[string]chan struct{}{}, failed: map[string]*failure{}, staleMounts: map[string]bool{}}
+		recovering: map[string]chan struct{}{}, failed: map[string]*failure{}, staleMounts: map[string]bool{},
+		trash: make(chan struct{}, 1)}
 	for n, err := range res.Unsaved {
 		d.fail(n, failSave, err)
 	}
 	d.startRecovery(res.Leftovers)
+	d.copies.Add(1)
+	go d.emptyTrash()
+	d.wakeTrash() // what a previous process left
 	return d, nil
+}
+
+// emptyTrash deletes removed volumes' data in the background, so that
+// Remove answers at once however many files a volume holds.
+func (d *Driver) emptyTrash() {
+	defer d.copies.Done()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-d.trash:
+		}
+		if err := d.store.EmptyTrash(); err != nil {
+			d.log.Error("deleting the data of removed volumes; retried at the next remove or start", "error", err)
+		}
+	}
+}
+
+func (d *Driver) wakeTrash() {
+	select {
+	case d.trash <- struct{}{}:
+	default: // already woken
+	}
 }
 
 // Recovered is closed once every volume has been recovered after the start

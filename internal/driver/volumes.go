@@ -224,6 +224,7 @@ func (d *Driver) Remove(req *volume.RemoveRequest) error {
 	if err := d.store.Delete(req.Name); err != nil {
 		return err
 	}
+	d.wakeTrash()
 	d.deleteVolume(req.Name)
 	d.log.Info("removed volume", "volume", req.Name)
 	return nil

@@ -237,10 +237,42 @@ func (s *Store) Delete(name string) error {
 	if err := atomicfile.SyncDir(s.Dir(name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing volume %q: %w", name, err)
 	}
-	if err := os.RemoveAll(s.Dir(name)); err != nil {
+	// The data goes aside at once and is deleted later (EmptyTrash): a
+	// volume of many files takes longer to delete than the engine waits
+	// for an answer.
+	if err := os.MkdirAll(s.trashDir(), 0o700); err != nil {
 		return fmt.Errorf("removing data of volume %q: %w", name, err)
 	}
-	return nil
+	aside := filepath.Join(s.trashDir(), fmt.Sprintf("%s.%d", name, time.Now().UnixNano()))
+	if err := os.Rename(s.Dir(name), aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// A directory that cannot move (a mount point): delete it here.
+		if err := os.RemoveAll(s.Dir(name)); err != nil {
+			return fmt.Errorf("removing data of volume %q: %w", name, err)
+		}
+	}
+	return atomicfile.SyncDir(filepath.Join(s.root, "volumes"))
+}
+
+// trashDir holds the data of removed volumes until EmptyTrash deletes it.
+func (s *Store) trashDir() string { return filepath.Join(s.root, "trash") }
+
+// EmptyTrash deletes the data of removed volumes. It can take long; it is
+// safe to stop at any point and call again.
+func (s *Store) EmptyTrash() error {
+	entries, err := os.ReadDir(s.trashDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading the removed volumes' data: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.trashDir(), e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // LoadResult is what Load found on disk.

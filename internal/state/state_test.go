@@ -149,6 +149,19 @@ func TestDeleteRemovesRecordThenData(t *testing.T) {
 	if err := s.Delete("data"); err != nil {
 		t.Fatalf("second delete: %v", err)
 	}
+	// The data went aside, for EmptyTrash; Load does not see it.
+	if left, _ := os.ReadDir(s.trashDir()); len(left) != 1 {
+		t.Fatalf("trash holds %d entries, want 1", len(left))
+	}
+	if res, err := s.Load(); err != nil || len(res.Volumes)+len(res.Leftovers) != 0 {
+		t.Fatalf("Load after delete: %+v, %v", res, err)
+	}
+	if err := s.EmptyTrash(); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(s.trashDir()); len(left) != 0 {
+		t.Fatalf("trash holds %d entries after EmptyTrash", len(left))
+	}
 }
 
 func TestMountSet(t *testing.T) {
