@@ -16,6 +16,13 @@
 #   BASE/hI/dockerd.log          the engine's log (the plugin logs there too)
 #   BASE/config                  DOCKER_CONFIG: contexts PREFIX-h1.. and the CLI plugin
 #   BASE/env                     shell-sourceable facts about the hosts
+#   BASE/path                    what goes first on every engine's PATH
+#
+# Engines run with experimental features on (checkpoints need them).
+# CARGO_ENGINE_PATH puts another engine's binaries first on their PATH
+# (tests/engines.sh trixie|forky), CARGO_CRIU_PATH a directory holding a
+# working criu (tests/engines.sh criu), which runc finds on the PATH it
+# inherits from dockerd. `up` records both for restart and start.
 # Addresses: host I is 198.18.0.I; the registry (--registry) 198.18.0.60:5000.
 # docker0 in every host is 198.18.0.64/26 and user networks come from
 # 198.18.0.128/25: those exist only inside each host's namespace.
@@ -134,7 +141,8 @@ start_engine() {
 	  "default-address-pools": [{"base": "198.18.0.128/25", "size": 28}],
 	  "cgroup-parent": "/$ns",
 	  "insecure-registries": ["$REG_ADDR"],
-	  "storage-driver": "overlay2"
+	  "storage-driver": "overlay2",
+	  "experimental": true
 	}
 	EOF
 	# Own pids cgroup, so teardown finds every process of this host even
@@ -144,10 +152,11 @@ start_engine() {
 	mkdir -p /var/lib/docker
 	# nsenter, not `ip netns exec`: the latter remounts /sys and hides the
 	# cgroup mounts dockerd needs.
-	# CARGO_ENGINE_PATH puts another engine's binaries (dockerd,
-	# containerd, runc, docker-proxy, docker-init) first, to test against
-	# another engine version.
-	PATH=${CARGO_ENGINE_PATH:+$CARGO_ENGINE_PATH:}$PATH \
+	# BASE/path puts another engine's binaries (dockerd, containerd,
+	# docker-proxy, docker-init) and criu first: see record_path.
+	local first
+	first=$(cat "$BASE/path" 2>/dev/null || true)
+	PATH=${first:+$first:}$PATH \
 		setsid nsenter --net="/var/run/netns/$ns" \
 		unshare --mount --propagation private \
 		sh -c '
@@ -169,6 +178,18 @@ wait_for() {
 		[ $SECONDS -lt $deadline ] || return 1
 		sleep 0.2
 	done
+}
+
+# record_path writes BASE/path from CARGO_CRIU_PATH and CARGO_ENGINE_PATH,
+# so that an engine restarted later (restart, start, by hand or by a
+# test) runs the same binaries as at up.
+record_path() {
+	if [ -n "${CARGO_CRIU_PATH:-}" ]; then
+		[ -x "$CARGO_CRIU_PATH/criu" ] || die "CARGO_CRIU_PATH=$CARGO_CRIU_PATH holds no criu: run tests/engines.sh criu"
+	fi
+	local first=${CARGO_CRIU_PATH:-}
+	first=$first${first:+${CARGO_ENGINE_PATH:+:}}${CARGO_ENGINE_PATH:-}
+	echo "$first" >"$BASE/path"
 }
 
 dk() { local i=$1; shift; docker -H "unix://$BASE/h$i/run/docker.sock" "$@"; }
@@ -228,6 +249,7 @@ up() {
 	ensure_packages
 	down_quiet
 	mkdir -p "$BASE/config/cli-plugins"
+	record_path
 	if [ -x "$BUILD/docker-migrate" ]; then
 		ln -sf "$BUILD/docker-migrate" "$BASE/config/cli-plugins/docker-migrate"
 	fi
@@ -255,6 +277,7 @@ write_env() {
 		echo "DOCKER_CONFIG=$BASE/config"
 		echo "CARGO_IMAGE=$IMAGE"
 		[ "$REGISTRY" = 1 ] && echo "CARGO_REGISTRY=$REG_ADDR"
+		[ -n "${CARGO_CRIU_PATH:-}" ] && echo "CARGO_CRIU_PATH=$CARGO_CRIU_PATH"
 		for i in $(seq 1 "$N"); do
 			echo "CARGO_H${i}_CONTEXT=$PREFIX-h$i"
 			echo "CARGO_H${i}_HOST=unix://$BASE/h$i/run/docker.sock"

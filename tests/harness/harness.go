@@ -39,6 +39,10 @@ type Options struct {
 	Hosts int
 	// Registry also starts a local registry at 198.18.0.60:5000.
 	Registry bool
+	// CRIU gives every engine a working criu, so that it can checkpoint
+	// and restore containers: the directory CARGO_CRIU_PATH names, or
+	// else the one tests/engines.sh criu fetches (Debian forky's).
+	CRIU bool
 }
 
 // Env is a running set of hosts.
@@ -49,6 +53,9 @@ type Env struct {
 	// Image is a small busybox image present on every host.
 	Image    string
 	Registry string
+	// CRIUPath is the directory of the criu the engines run, first on
+	// their PATH; empty when they have none but the machine's.
+	CRIUPath string
 	Hosts    []*Host
 	// Top is the repository's top directory; Build its build output.
 	Top, Build string
@@ -115,7 +122,25 @@ func topDir() (string, error) {
 func (e *Env) script(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, filepath.Join(e.Top, "tests", "hosts.sh"), args...)
 	cmd.Env = append(os.Environ(), "CARGO_BUILD="+e.Build)
+	if e.CRIUPath != "" {
+		cmd.Env = append(cmd.Env, "CARGO_CRIU_PATH="+e.CRIUPath)
+	}
 	return cmd
+}
+
+// fetchCRIU returns the directory of a criu that works on this machine:
+// CARGO_CRIU_PATH, or tests/engines.sh's cached fetch of Debian forky's.
+func (e *Env) fetchCRIU(ctx context.Context) (string, error) {
+	if dir := os.Getenv("CARGO_CRIU_PATH"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(e.Top, "tests", "engines.sh"), "criu")
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("fetching criu with tests/engines.sh criu: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 func (e *Env) up(opts Options) error {
@@ -125,6 +150,13 @@ func (e *Env) up(opts Options) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
+	if opts.CRIU {
+		dir, err := e.fetchCRIU(ctx)
+		if err != nil {
+			return err
+		}
+		e.CRIUPath = dir
+	}
 	cmd := e.script(ctx, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -147,6 +179,7 @@ func (e *Env) load() error {
 		}
 	}
 	e.DockerConfig, e.Image, e.Registry = kv["DOCKER_CONFIG"], kv["CARGO_IMAGE"], kv["CARGO_REGISTRY"]
+	e.CRIUPath = kv["CARGO_CRIU_PATH"]
 	n, _ := strconv.Atoi(kv["CARGO_HOSTS"])
 	for i := 1; i <= n; i++ {
 		p := fmt.Sprintf("CARGO_H%d_", i)
@@ -230,6 +263,13 @@ func (h *Host) RestartEngine(t testing.TB) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("restarting engine %s: %v\n%s", h.Name, err, out)
 	}
+}
+
+// DataRoot is the host's /var/lib/docker as seen from the machine (and
+// from the test), BASE/hI/docker: its containers/ID/checkpoints holds the
+// checkpoints the engine can restore from.
+func (h *Host) DataRoot() string {
+	return filepath.Join(h.env.Base, h.Name, "docker")
 }
 
 // EngineLog returns the host's dockerd log, which holds the plugin's too.
