@@ -26,7 +26,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-fuzz test-build bench demo demo-down vet lint clean
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -103,6 +103,12 @@ test-e2e: test-build ## Tests on real dockerd engines in network namespaces (roo
 test-engine26: test-build ## The migrate and volume tests again, on Debian trixie's Engine 26.1 (fetched, not installed; root)
 	CARGO_ENGINE_PATH=$$(tests/engines.sh trixie) CARGO_BUILD=$(TEST_BUILD) \
 		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/migrate ./tests/volume
+
+# tests/live asks the harness for CRIU (tests/engines.sh criu fetches it
+# into /var/tmp/cargo-engines/criu unless CARGO_CRIU_PATH names one).
+test-engine28: test-build ## The live-migration tests again, on Debian forky's Engine 28.5 and containerd 2.1 (fetched, not installed; root)
+	CARGO_ENGINE_PATH=$$(tests/engines.sh forky) CARGO_BUILD=$(TEST_BUILD) \
+		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/live
 
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
 	tests/bench/federation.sh
