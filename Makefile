@@ -76,7 +76,7 @@ push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:por
 	docker plugin push $(PLUGIN_REF)
 	docker plugin rm $(PLUGIN_REF)
 
-test: test-unit test-fuzz test-e2e test-engine26 ## Run all tests: unit tests, brief fuzzing, then tests on real engines (root)
+test: test-unit test-fuzz test-e2e test-engine26 test-engine28 ## Run all tests: unit tests, brief fuzzing, then tests on real engines (root)
 
 test-unit: ## Unit tests of pure logic
 	$(GO) test -count=1 -tags "$(TEST_TAGS)" ./internal/... ./cli-plugin/... ./volume-plugin/...

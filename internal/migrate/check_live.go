@@ -183,7 +183,9 @@ func carryable(ctr container.InspectResponse) error {
 		}
 	}
 	for what, mode := range map[string]string{"--network": string(hc.NetworkMode), "--pid": string(hc.PidMode), "--ipc": string(hc.IpcMode), "--uts": string(hc.UTSMode), "--userns": string(hc.UsernsMode)} {
-		if mode == "host" || strings.HasPrefix(mode, "container:") || what == "--ipc" && mode == "shareable" {
+		// The host's network is restored as it is: runc treats it as
+		// an external namespace and joins the target's.
+		if mode == "host" && what != "--network" || strings.HasPrefix(mode, "container:") || what == "--ipc" && mode == "shareable" {
 			why = append(why, what+" "+mode+" (a namespace shared with the host or another container)")
 		}
 	}
@@ -210,7 +212,23 @@ func samePlatformForRestore(srcCtx, dstCtx string, a, b system.Info, ctr contain
 	if _, ok := b.Runtimes[runtime]; !ok && b.Runtimes != nil {
 		return fmt.Errorf("%s has no runtime %q", dstCtx, runtime)
 	}
+	if nm := ctr.HostConfig; nm != nil && nm.NetworkMode != "host" && engineMajor(b.ServerVersion) >= 28 {
+		return fmt.Errorf("%s runs Engine %s, which cannot restore a container with a network namespace of its own (it joins the network through the process before a restored one has any: containerd/containerd#12141); move it without --live, or live to an engine before 28", dstCtx, b.ServerVersion)
+	}
 	return nil
+}
+
+// engineMajor is the major version of an engine version string; 0 when
+// it cannot tell.
+func engineMajor(v string) int {
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			break
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
 }
 
 // hostFacts reads the cargo.host facts of e; zero when unknown.

@@ -111,7 +111,8 @@ func TestCarryable(t *testing.T) {
 	}{
 		{"plain", container.InspectResponse{HostConfig: &container.HostConfig{NetworkMode: "bridge", IpcMode: "private"}, Config: &container.Config{}}, ""},
 		{"privileged", container.InspectResponse{HostConfig: &container.HostConfig{Privileged: true}}, "--privileged"},
-		{"host network", container.InspectResponse{HostConfig: &container.HostConfig{NetworkMode: "host"}}, "--network host"},
+		{"host network", container.InspectResponse{HostConfig: &container.HostConfig{NetworkMode: "host"}, Config: &container.Config{}}, ""},
+		{"host PID namespace", container.InspectResponse{HostConfig: &container.HostConfig{PidMode: "host"}}, "--pid host"},
 		{"tty", container.InspectResponse{HostConfig: &container.HostConfig{}, Config: &container.Config{Tty: true}}, "terminal"},
 		{"bind", container.InspectResponse{HostConfig: &container.HostConfig{}, Mounts: []container.MountPoint{{Type: mount.TypeBind, Destination: "/etc/x"}}}, "bind mount /etc/x"},
 	}
@@ -122,5 +123,13 @@ func TestCarryable(t *testing.T) {
 				t.Fatalf("carryable: %v, want %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestEngineMajor(t *testing.T) {
+	for v, want := range map[string]int{"20.10.24+dfsg1": 20, "28.5.2": 28, "": 0, "dev": 0} {
+		if got := engineMajor(v); got != want {
+			t.Errorf("engineMajor(%q) = %d, want %d", v, got, want)
+		}
 	}
 }
