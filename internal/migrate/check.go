@@ -74,6 +74,9 @@ type Report struct {
 	Mounts    []MountPlan `json:"mounts"`
 	// ImageCopy is set when the target lacks the image.
 	ImageCopy bool `json:"image_copy"`
+	// probeLater is set when a live move's target could not be probed
+	// for checkpoints before the image is there.
+	probeLater bool
 }
 
 // OK reports whether every check passed.

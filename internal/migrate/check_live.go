@@ -72,6 +72,7 @@ func (r *Report) checkLive(ctx context.Context, src, dst Engine, ctr container.I
 	dstInfo, derr := dst.API.Info(ctx, client.InfoOptions{})
 	_, imgErr := dst.API.ImageInspect(ctx, ctr.Image)
 	detail := criuDetail(dstInfo.Info)
+	r.probeLater = imgErr != nil
 	if imgErr != nil {
 		detail += "; probed at the checkpoint phase, once the image is there"
 	}

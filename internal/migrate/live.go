@@ -38,7 +38,7 @@ func checkpointVolume(rec *moveRecord) string {
 // checkpoints its processes (which stops them: the downtime starts), then
 // opens the checkpoint's export on the source's plugin.
 func (m *mover) checkpoint(ctx context.Context) (string, error) {
-	if m.rec == nil || m.rec.Checkpoint == "" {
+	if m.report.probeLater && (m.rec == nil || m.rec.Checkpoint == "") {
 		// The target lacked the image at the check: probe it now.
 		if err := probeCheckpoint(ctx, m.dst, m.ctr.Image); err != nil && !errors.Is(err, errNoProbe) {
 			return "", err
