@@ -40,6 +40,10 @@ type Limits struct {
 	// XattrMapOverhead for its map, so that many tiny ones are not free
 	// either.
 	MaxTotalXattrBytes int64
+	// MaxTotalXattrs is the most xattrs of all entries together: decoding
+	// costs about 2 µs each, so this bounds the time a manifest of many
+	// tiny ones takes to refuse, within the engine's 30 s for a create.
+	MaxTotalXattrs int64
 }
 
 // What MaxTotalXattrBytes counts beyond names and values: about what Go
@@ -77,6 +81,7 @@ var DefaultLimits = Limits{
 	MaxBytes:           1 << 30,
 	MaxTotalPathBytes:  512 << 20,
 	MaxTotalXattrBytes: 5 << 28, // 1.25 GiB
+	MaxTotalXattrs:     4_000_000,
 }
 
 // Fixed bounds, from Linux: NAME_MAX for a path component and an xattr
@@ -104,6 +109,7 @@ func (l Limits) withDefaults() Limits {
 	def64(&l.MaxBytes, DefaultLimits.MaxBytes)
 	def64(&l.MaxTotalPathBytes, DefaultLimits.MaxTotalPathBytes)
 	def64(&l.MaxTotalXattrBytes, DefaultLimits.MaxTotalXattrBytes)
+	def64(&l.MaxTotalXattrs, DefaultLimits.MaxTotalXattrs)
 	// The Tree keeps indices in int32; consumers add one for an inode
 	// number.
 	l.MaxEntries = min(l.MaxEntries, math.MaxInt32-1)
@@ -135,6 +141,7 @@ func (e *LimitError) Is(target error) bool { return target == ErrInvalid }
 type budget struct {
 	l             *Limits
 	paths, xattrs int64
+	nxattrs       int64
 }
 
 // add charges e, which passed checkEntry, and says if a total is exceeded.
@@ -149,6 +156,10 @@ func (b *budget) add(e *Entry) error {
 		for name, v := range e.Xattrs {
 			b.xattrs += int64(len(name) + len(v) + XattrOverhead)
 		}
+	}
+	b.nxattrs += int64(len(e.Xattrs))
+	if b.nxattrs > b.l.MaxTotalXattrs {
+		return &LimitError{Limit: "MaxTotalXattrs", What: "the xattrs of all entries", Max: b.l.MaxTotalXattrs}
 	}
 	if b.xattrs > b.l.MaxTotalXattrBytes {
 		return &LimitError{Limit: "MaxTotalXattrBytes", What: "the bytes of xattrs of all entries",

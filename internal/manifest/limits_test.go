@@ -53,7 +53,7 @@ func TestDefaultLimitsFitAMillionFiles(t *testing.T) {
 	must(t, Encode(&buf, m))
 	enc := buf.Bytes()
 
-	b := budget{l: &Limits{MaxTotalPathBytes: 1 << 62, MaxTotalXattrBytes: 1 << 62}}
+	b := budget{l: &Limits{MaxTotalPathBytes: 1 << 62, MaxTotalXattrBytes: 1 << 62, MaxTotalXattrs: 1 << 62}}
 	for i := range m.Entries {
 		must(t, b.add(&m.Entries[i]))
 	}
@@ -68,6 +68,7 @@ func TestDefaultLimitsFitAMillionFiles(t *testing.T) {
 		MaxBytes:           d.MaxBytes / scale / margin,
 		MaxTotalPathBytes:  d.MaxTotalPathBytes / scale / margin,
 		MaxTotalXattrBytes: d.MaxTotalXattrBytes / scale / margin,
+		MaxTotalXattrs:     d.MaxTotalXattrs / scale / margin,
 	}
 	if _, err := Decode(bytes.NewReader(enc), half); err != nil {
 		t.Fatalf("a fiftieth of a million files does not decode under a hundredth of the defaults: %v", err)
@@ -243,10 +244,11 @@ func (r *repeatReader) Read(p []byte) (int, error) {
 
 func TestValidateTotals(t *testing.T) {
 	m := validSample(t)
-	var paths, xattrs int64
+	var paths, xattrs, nx int64
 	for i := range m.Entries {
 		e := &m.Entries[i]
 		paths += int64(len(e.Path) + len(e.Target))
+		nx += int64(len(e.Xattrs))
 		if len(e.Xattrs) > 0 {
 			xattrs += XattrMapOverhead
 		}
@@ -261,6 +263,7 @@ func TestValidateTotals(t *testing.T) {
 	}{
 		{Limits{MaxTotalPathBytes: paths - 1}, "MaxTotalPathBytes"},
 		{Limits{MaxTotalXattrBytes: xattrs - 1}, "MaxTotalXattrBytes"},
+		{Limits{MaxTotalXattrs: nx - 1}, "MaxTotalXattrs"},
 		{Limits{MaxEntries: len(m.Entries) - 1}, "MaxEntries"},
 	} {
 		err := m.Validate(tc.l)
