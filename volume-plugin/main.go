@@ -1,6 +1,11 @@
 // Command cargo-volume-plugin is the `cargo` managed volume plugin. It runs
 // inside the plugin container the engine starts (see config.json) and
 // serves the volume plugin protocol on a unix socket.
+//
+// It runs as two processes: the one the engine starts only holds the
+// FUSE connections of federated volumes' views and starts the other, the
+// worker, which does everything, again when it dies (internal/fusekeep),
+// so a crash of the worker is a pause for the containers reading a view.
 package main
 
 import (
@@ -19,6 +24,7 @@ import (
 	"github.com/cargo-migrate/cargo/internal/driver"
 	"github.com/cargo-migrate/cargo/internal/export"
 	"github.com/cargo-migrate/cargo/internal/failpoint"
+	"github.com/cargo-migrate/cargo/internal/fusekeep"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/pluginenv"
 	"github.com/cargo-migrate/cargo/internal/state"
@@ -29,6 +35,11 @@ func main() {
 	if len(os.Args) > 1 && (os.Args[1] == "--version" || os.Args[1] == "version") {
 		fmt.Printf("cargo volume plugin %s (%s)\n", version.Version, version.Revision)
 		return
+	}
+	if !fusekeep.InWorker() {
+		// The engine copies the plugin's stdout into its log at level
+		// info (stderr at level error).
+		os.Exit(fusekeep.Hold(slog.New(slog.NewTextHandler(os.Stdout, nil))))
 	}
 	if err := run(); err != nil {
 		slog.Error("cargo plugin stopped", "error", err)
@@ -59,6 +70,10 @@ func run() error {
 	// Tests arm failpoints of the running plugin by writing this file on
 	// the host; a release build has no failpoints and ignores it.
 	failpoint.UseFile(filepath.Join(cfg.StateDir, "failpoints"))
+	keep, err := fusekeep.Connect()
+	if err != nil {
+		return err
+	}
 
 	store, err := state.Open(cfg.StateDir)
 	if err != nil {
@@ -83,6 +98,7 @@ func run() error {
 		return err
 	}
 	defer d.Close()
+	go dropUnclaimed(d.Recovered(), keep, log)
 	l, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err
@@ -124,6 +140,20 @@ func run() error {
 	srv.Close()
 	log.Info("stopped")
 	return nil
+}
+
+// dropUnclaimed lets go of the views the previous worker kept that no
+// volume served again once every volume is recovered (the volume is gone,
+// failed, or its copy completed meanwhile): their readers then get
+// "transport endpoint is not connected", as they would without a keeper.
+func dropUnclaimed(recovered <-chan struct{}, keep *fusekeep.Client, log *slog.Logger) {
+	<-recovered
+	for _, name := range keep.Unclaimed() {
+		log.Warn("a view of a source kept across the restart is not served again; its readers get errors until restarted", "view", name)
+		if err := keep.Drop(name); err != nil {
+			log.Error("letting go of a kept view", "view", name, "error", err)
+		}
+	}
 }
 
 func listenUnix(path string) (net.Listener, error) {
