@@ -92,7 +92,7 @@ func run() error {
 	d, err := driver.New(driver.Config{
 		Store: store, MountDir: cfg.MountDir, RunDir: cfg.RunDir, Mounter: driver.HostMounter{}, Log: log,
 		Exports: exports, Advertise: cfg.AdvertiseAddr, Fingerprint: id.Fingerprint(), Passthrough: true,
-		EngineVolumes: cfg.EngineVolumes, EngineContainers: cfg.EngineContainers,
+		EngineVolumes: cfg.EngineVolumes, EngineContainers: cfg.EngineContainers, Keeper: keep,
 	})
 	if err != nil {
 		return err

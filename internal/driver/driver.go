@@ -17,6 +17,7 @@ import (
 	"github.com/docker/go-plugins-helpers/volume"
 
 	"github.com/cargo-migrate/cargo/internal/export"
+	"github.com/cargo-migrate/cargo/internal/lazyfs"
 	"github.com/cargo-migrate/cargo/internal/state"
 	"github.com/cargo-migrate/cargo/internal/volstatus"
 )
@@ -103,6 +104,10 @@ type Config struct {
 	// Passthrough lets the kernel read local files of a federated view
 	// directly.
 	Passthrough bool
+	// Keeper keeps the FUSE connections of federated views across a
+	// crash of this process (the plugin's holder); nil: they end with
+	// it.
+	Keeper lazyfs.Keeper
 }
 
 var _ volume.Driver = (*Driver)(nil)

@@ -226,17 +226,45 @@ func (d *Driver) federatedLower(name string) (string, error) {
 		return "", fmt.Errorf("volume %q: its copy is not running; see the plugin's log", name)
 	}
 	if f.lower == nil {
-		dir := filepath.Join(d.runDir, "fuse", name)
+		dir := d.viewDir(name)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return "", err
 		}
-		fs, err := lazyfs.Mount(dir, f.m, f.cop, lazyfs.Options{Passthrough: d.cfg.Passthrough})
+		fs, err := lazyfs.Mount(dir, f.m, f.cop, lazyfs.Options{Passthrough: d.cfg.Passthrough, Keeper: d.cfg.Keeper})
 		if err != nil {
 			return "", fmt.Errorf("volume %q: mounting the view of the source: %w", name, err)
 		}
 		f.lower = fs
 	}
 	return f.lower.Dir(), nil
+}
+
+// viewDir is where the FUSE view of a federated volume's source is
+// mounted.
+func (d *Driver) viewDir(name string) string { return filepath.Join(d.runDir, "fuse", name) }
+
+// viewKept reports whether the keeper kept, from the previous process,
+// the FUSE connection of name's view.
+func (d *Driver) viewKept(name string) bool {
+	return d.cfg.Keeper != nil && d.cfg.Keeper.Holds(d.viewDir(name))
+}
+
+// resumeView serves again the view the previous process's overlay at the
+// mountpoint reads, whose connection the keeper kept: the containers
+// using that overlay only paused. Called with the volume's lock held,
+// once the copy runs again.
+func (d *Driver) resumeView(name string) {
+	f := d.fed(name)
+	if f == nil || f.lower != nil {
+		return
+	}
+	if _, err := d.federatedLower(name); err != nil {
+		d.log.Error("serving the kept view of the source again", "volume", name, "error", err)
+		return
+	}
+	if f.lower.Resumed() {
+		d.log.Info("serving the view of the source again; the containers using it only paused", "volume", name)
+	}
 }
 
 func (d *Driver) attachFederated(name, mp string) error {
@@ -336,6 +364,9 @@ func (d *Driver) checkPreviousMount(name string) error {
 	for _, o := range ovs {
 		if o.Target == mp && o.Lower == d.store.DataDir(name) {
 			return nil // over the replica: alive
+		}
+		if f := d.fed(name); o.Target == mp && o.Lower == d.viewDir(name) && f != nil && f.lower != nil && f.lower.Resumed() {
+			return nil // over the view kept across the restart: alive
 		}
 	}
 	d.setStale(name, true)

@@ -142,6 +142,14 @@ func (d *Driver) recoverVolume(name string) (failStep, error) {
 	}
 	if v.Kind == state.KindFederated {
 		if n > 0 {
+			if d.viewKept(name) {
+				// Its overlay reads a view the keeper kept: serve
+				// it again, which needs the copy running.
+				if step, err := d.resumeFederated(name); err != nil {
+					return step, err
+				}
+				d.resumeView(name)
+			}
 			if err := d.checkPreviousMount(name); err != nil {
 				return failMount, err
 			}
