@@ -95,13 +95,9 @@ func (d *Driver) checkpointExportCompleted(ctrl, report string) error {
 		return errors.New("export closed")
 	}
 	if v.Export.Open() {
-		nv := v.Clone()
-		nv.Export.CompletedAt = time.Now().UTC()
-		nv.Export.Report = report
-		if err := d.store.Save(nv); err != nil {
+		if _, err := d.recordExportCompleted(v, report); err != nil {
 			return err
 		}
-		d.setVolume(nv)
 		d.log.Info("the target has the checkpoint; export closed", "export", ctrl, "checkpoint", v.Options[optCheckpoint], "report", report)
 	}
 	d.closeCheckpointExport(ctrl)

@@ -270,13 +270,10 @@ func (d *Driver) exportCompleted(ctrl, report string) error {
 	if err := failpoint.Inject("driver.export.before-record"); err != nil {
 		return err
 	}
-	nv := v.Clone()
-	nv.Export.CompletedAt = time.Now().UTC()
-	nv.Export.Report = report
-	if err := d.store.Save(nv); err != nil {
+	nv, err := d.recordExportCompleted(v, report)
+	if err != nil {
 		return err
 	}
-	d.setVolume(nv)
 	if err := failpoint.Inject("driver.export.before-close"); err != nil {
 		return err
 	}
@@ -291,4 +288,17 @@ func randomID() (string, error) {
 		return "", err
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// recordExportCompleted records that the target of export volume v has
+// everything, with its report. Called with v's lock held.
+func (d *Driver) recordExportCompleted(v *state.Volume, report string) (*state.Volume, error) {
+	nv := v.Clone()
+	nv.Export.CompletedAt = time.Now().UTC()
+	nv.Export.Report = report
+	if err := d.store.Save(nv); err != nil {
+		return nil, err
+	}
+	d.setVolume(nv)
+	return nv, nil
 }
