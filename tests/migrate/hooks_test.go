@@ -59,23 +59,7 @@ func TestMoveHooks(t *testing.T) {
 func TestMoveInterrupted(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol, sum := startApp(t, h1)
-	mark := filepath.Join(t.TempDir(), "in-pre-restore")
-	cmd := exec.Command("docker", "--context", h1.Context, "migrate", web, "--to", h2.Context,
-		"--hook-pre-restore", "touch "+mark+"; sleep 120")
-	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+env.DockerConfig)
-	// A terminal's Ctrl-C reaches the whole foreground process group.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	harness.Eventually(t, time.Minute, "the move reaches its pre-restore hook", func() error {
-		_, err := os.Stat(mark)
-		return err
-	})
+	cmd, done, out := moveUntilPreRestore(t, web, h1, h2)
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
@@ -92,4 +76,29 @@ func TestMoveInterrupted(t *testing.T) {
 		t.Errorf("no rollback reported:\n%s", out.String())
 	}
 	rolledBack(t, h1, h2, web, vol, sum)
+}
+
+// moveUntilPreRestore starts a move of web from h1 to h2 in its own
+// process group, as a terminal runs it, and returns once the move waits
+// in its pre-restore hook; done gets the move's end, out its output.
+func moveUntilPreRestore(t *testing.T, web string, h1, h2 *harness.Host) (*exec.Cmd, <-chan error, *bytes.Buffer) {
+	t.Helper()
+	mark := filepath.Join(t.TempDir(), "in-pre-restore")
+	cmd := exec.Command("docker", "--context", h1.Context, "migrate", web, "--to", h2.Context,
+		"--hook-pre-restore", "touch "+mark+"; sleep 120")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+env.DockerConfig)
+	// A terminal's Ctrl-C reaches the whole foreground process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	harness.Eventually(t, time.Minute, "the move reaches its pre-restore hook", func() error {
+		_, err := os.Stat(mark)
+		return err
+	})
+	return cmd, done, out
 }

@@ -217,22 +217,7 @@ func TestInterruptWithTargetBlackHoled(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
 	web, vol, sum := startApp(t, h1)
 	cleanupMove(t, h1, h2, web, vol)
-	mark := t.TempDir() + "/in-pre-restore"
-	cmd := exec.Command("docker", "--context", h1.Context, "migrate", web, "--to", h2.Context,
-		"--hook-pre-restore", "touch "+mark+"; sleep 120")
-	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+env.DockerConfig)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	harness.Eventually(t, time.Minute, "the move reaches its pre-restore hook", func() error {
-		_, err := os.Stat(mark)
-		return err
-	})
+	cmd, done, out := moveUntilPreRestore(t, web, h1, h2)
 	blackHole(t, h2)
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
