@@ -165,6 +165,9 @@ func TestTargetPluginKilledWhileSettling(t *testing.T) {
 
 // restartedAnswers waits for the engine to restart h's plugin (killed as
 // old) and checks the new one lists vol within a second of its start.
+// The measure holds the docker CLI's own runs too (0.1–0.5 s each on a
+// loaded 2-core machine), so it allows one more second: still far inside
+// the engine's retry window, past which it disables the plugin.
 func restartedAnswers(t *testing.T, h *harness.Host, old int, vol string) {
 	t.Helper()
 	var started time.Time
@@ -185,8 +188,8 @@ func restartedAnswers(t *testing.T, h *harness.Host, old int, vol string) {
 		}
 	}
 	d := time.Since(started)
-	if d > time.Second {
-		t.Fatalf("the restarted plugin answered %v after its start, want within a second", d)
+	if d > 2*time.Second {
+		t.Fatalf("the restarted plugin answered %v after its start, want within a second (and the CLI's own run)", d)
 	}
 	t.Logf("the restarted plugin listed the volume %v after its start", d.Round(time.Millisecond))
 }
