@@ -26,7 +26,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench demo demo-down vet lint clean
+.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench bench-live demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -112,6 +112,9 @@ test-engine28: test-build ## The live-migration tests again, on Debian forky's E
 
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
 	tests/bench/federation.sh
+
+bench-live: plugin cli ## Benchmark live moves against an rsync copy of the same checkpoint (root)
+	CARGO_BUILD=$(abspath $(BUILD)) tests/bench/live.sh
 
 demo: cli plugin ## Two local engines with cargo; docker migrate a container between them, show the copy (root)
 	tests/demo.sh
