@@ -158,8 +158,12 @@ func (d *Driver) checkpointStatusLocked(v *state.Volume) map[string]any {
 			files, bytes := oe.exp.Totals()
 			m["state"], m["files_total"], m["bytes_total"] = string(volstatus.StateExporting), files, bytes
 		default:
+			why := "the checkpoint is no longer exported"
+			if f := d.failed[v.Name]; f != nil {
+				why = f.err.Error()
+			}
 			m["state"] = string(volstatus.StateFailed)
-			m["error"] = "the checkpoint is no longer exported (the plugin restarted); remove this volume and export the checkpoint again"
+			m["error"] = why + "; remove this volume and export the checkpoint again"
 		}
 	} else {
 		fr := v.Federation

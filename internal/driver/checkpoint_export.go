@@ -32,21 +32,13 @@ func (d *Driver) createCheckpointExport(ctrl string, opts map[string]string) err
 	if err != nil {
 		return fail(err)
 	}
-	dir, err := d.openCheckpoint(ref)
-	if err != nil {
-		return fail(err)
-	}
-	exp, err := export.Open(d.ctx, id, token, fdPath(dir), func(report string) error {
-		return d.checkpointExportCompleted(ctrl, report)
-	})
-	dir.Close() // the export holds its own descriptor of it
-	if err != nil {
-		return fail(err)
-	}
-	d.cfg.Exports.Add(exp)
 	rec := &state.Volume{
 		Name: ctrl, Kind: kindCheckpointExport, CreatedAt: time.Now().UTC().Truncate(time.Second), Options: maps.Clone(opts),
 		Export: &state.ExportRecord{ID: id, Token: token, To: opts["to"], Ticket: ticket},
+	}
+	exp, err := d.serveCheckpointExport(rec)
+	if err != nil {
+		return fail(err)
 	}
 	// The record is the commit point: an export whose record is not on
 	// disk is not acknowledged.
@@ -67,6 +59,29 @@ func (d *Driver) createCheckpointExport(ctrl string, opts map[string]string) err
 	d.log.Info("opened checkpoint export", "export", ctrl, "container", ref.Container, "checkpoint", ref.Name,
 		"to", rec.Export.To, "files", files, "bytes", bytes)
 	return nil
+}
+
+// serveCheckpointExport walks the checkpoint rec names and serves it
+// under rec's export ID and credential: at its create, and again after a
+// restart of the plugin while the target has not reported it holds it.
+func (d *Driver) serveCheckpointExport(rec *state.Volume) (*export.Export, error) {
+	ref, err := parseCheckpointRef(rec.Options[optCheckpoint])
+	if err != nil {
+		return nil, err
+	}
+	dir, err := d.openCheckpoint(ref)
+	if err != nil {
+		return nil, err
+	}
+	exp, err := export.Open(d.ctx, rec.Export.ID, rec.Export.Token, fdPath(dir), func(report string) error {
+		return d.checkpointExportCompleted(rec.Name, report)
+	})
+	dir.Close() // the export holds its own descriptor of it
+	if err != nil {
+		return nil, err
+	}
+	d.cfg.Exports.Add(exp)
+	return exp, nil
 }
 
 // newExportCredential makes an export's ID, credential and ticket.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
@@ -323,6 +324,49 @@ func TestCheckpointTravels(t *testing.T) {
 		}
 	}
 	sameCheckpoint(t, filepath.Join(cps, "cp1"), filepath.Join(f.containers, srcCtr, "checkpoints", "cp1"), want)
+}
+
+// A checkpoint export the target has not fetched yet is served again
+// after the source plugin restarts, under the same ticket: a live move
+// whose source plugin restarted during its transfer goes on.
+func TestCheckpointExportServedAfterRestart(t *testing.T) {
+	f := newCheckpointFixture(t)
+	want := f.checkpoint(t, srcCtr, "cp1")
+	ckMkdir(t, filepath.Join(f.containers, dstCtr), 0o710)
+	st := f.exportCheckpoint(t, "cp1.src", srcCtr, "cp1")
+	ticket, _ := st["ticket"].(string)
+
+	f.d.Close() // the old process's exports leave the registry with it
+	if _, ok := f.reg.Lookup(st["export_id"].(string)); ok {
+		t.Fatal("the export outlived its driver")
+	}
+	f.restart(t)
+	select {
+	case <-f.d.ExportsServed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the checkpoint export is not served again")
+	}
+	if st := checkpointStatus(t, f.d, "cp1.src"); st["state"] != "exporting" || st["error"] != nil {
+		t.Fatalf("status of the export after the restart: %v", st)
+	}
+	if err := f.fetch(ticket, "cp1.dst", dstCtr, "cp1"); err != nil {
+		t.Fatalf("fetching after the source restarted: %v", err)
+	}
+	sameCheckpoint(t, filepath.Join(f.containers, dstCtr, "checkpoints", "cp1"), filepath.Join(f.containers, srcCtr, "checkpoints", "cp1"), want)
+	if st := checkpointStatus(t, f.d, "cp1.src"); st["state"] != "complete" {
+		t.Fatalf("status of the export after the fetch: %v", st)
+	}
+
+	// An export whose checkpoint went while the plugin was down is
+	// quarantined, and only it.
+	f.exportCheckpoint(t, "cp2.src", srcCtr, "cp1")
+	f.d.Close()
+	ckMust(t, os.RemoveAll(filepath.Join(f.containers, srcCtr, "checkpoints", "cp1")))
+	f.restart(t)
+	if st := checkpointStatus(t, f.d, "cp2.src"); st["state"] != "failed" || !strings.Contains(fmt.Sprint(st["error"]), "serving the checkpoint again") {
+		t.Fatalf("status of an export whose checkpoint is gone: %v", st)
+	}
+	ckMust(t, f.d.Remove(&volume.RemoveRequest{Name: "cp2.src"}))
 }
 
 // Removing the export volume closes the export: its ticket no longer

@@ -37,7 +37,7 @@ func (d *Driver) startRecovery(leftovers []string) {
 
 	var vols, ctrls []string
 	for _, n := range names {
-		if d.volume(n).Kind == state.KindExport {
+		if k := d.volume(n).Kind; k == state.KindExport || k == kindCheckpointExport {
 			ctrls = append(ctrls, n)
 		} else {
 			vols = append(vols, n)
@@ -201,14 +201,18 @@ func (d *Driver) resumeFederated(name string) (failStep, error) {
 // manifest and indexes.
 func (d *Driver) recoverExport(ctrl string) {
 	defer d.markRecovered(ctrl)
-	if v := d.volume(ctrl); v != nil && !v.Export.Engine {
-		d.waitRecovered(v.Export.Volume)
+	if v := exportedVolume(d.volume(ctrl)); v != "" {
+		d.waitRecovered(v)
 	}
 	if d.ctx.Err() != nil {
 		return
 	}
 	v, unlock := d.lockVolumeNow(ctrl) // lockVolume would wait for this very recovery
 	defer unlock()
+	if v != nil && v.Kind == kindCheckpointExport {
+		d.recoverCheckpointExport(v)
+		return
+	}
 	if v == nil || v.Kind != state.KindExport {
 		return
 	}
@@ -227,6 +231,23 @@ func (d *Driver) recoverExport(ctrl string) {
 	}
 	d.setOpenExport(ctrl, oe)
 	d.log.Info("serving export again", "export", ctrl, "volume", v.Export.Volume)
+}
+
+// recoverCheckpointExport serves a checkpoint export again while the
+// target has not reported it holds the checkpoint: a live move whose
+// source plugin restarted during its transfer goes on. Called with the
+// export's lock held.
+func (d *Driver) recoverCheckpointExport(v *state.Volume) {
+	if !v.Export.Open() || d.cfg.Exports == nil {
+		return
+	}
+	exp, err := d.serveCheckpointExport(v)
+	if err != nil {
+		d.fail(v.Name, failExport, fmt.Errorf("serving the checkpoint again: %w", err))
+		return
+	}
+	d.setOpenExport(v.Name, &openExport{ctrl: v.Name, exp: exp})
+	d.log.Info("serving checkpoint export again", "export", v.Name, "checkpoint", v.Options[optCheckpoint])
 }
 
 // sweep removes the remains of interrupted creates and removes.
