@@ -17,6 +17,7 @@
 #   BASE/config                  DOCKER_CONFIG: contexts PREFIX-h1.. and the CLI plugin
 #   BASE/env                     shell-sourceable facts about the hosts
 #   BASE/path                    what goes first on every engine's PATH
+#   BASE/hI/path                 host I's own, instead, if a test writes it
 #
 # Engines run with experimental features on (checkpoints need them).
 # CARGO_ENGINE_PATH puts another engine's binaries first on their PATH
@@ -153,9 +154,10 @@ start_engine() {
 	# nsenter, not `ip netns exec`: the latter remounts /sys and hides the
 	# cgroup mounts dockerd needs.
 	# BASE/path puts another engine's binaries (dockerd, containerd,
-	# docker-proxy, docker-init) and criu first: see record_path.
+	# docker-proxy, docker-init) and criu first: see record_path. A
+	# test may give one host its own, BASE/hI/path (a host without criu).
 	local first
-	first=$(cat "$BASE/path" 2>/dev/null || true)
+	first=$(cat "$dir/path" 2>/dev/null || cat "$BASE/path" 2>/dev/null || true)
 	PATH=${first:+$first:}$PATH \
 		setsid nsenter --net="/var/run/netns/$ns" \
 		unshare --mount --propagation private \

@@ -401,6 +401,33 @@ func (h *Host) StartEngine(t testing.TB) {
 	}
 }
 
+// WithoutCRIU restarts the host's engine with no criu on its PATH, as on
+// a host where CRIU is not installed, until the test ends.
+func (h *Host) WithoutCRIU(t testing.TB) {
+	t.Helper()
+	own := filepath.Join(h.env.Base, h.Name, "path")
+	b, err := os.ReadFile(filepath.Join(h.env.Base, "path"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keep []string
+	for _, dir := range strings.Split(strings.TrimSpace(string(b)), ":") {
+		if dir != "" && dir != h.env.CRIUPath {
+			keep = append(keep, dir)
+		}
+	}
+	if err := os.WriteFile(own, []byte(strings.Join(keep, ":")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.RestartEngine(t)
+	t.Cleanup(func() {
+		if err := os.Remove(own); err != nil {
+			t.Error(err)
+		}
+		h.RestartEngine(t)
+	})
+}
+
 // Throttle limits what h sends, so that copies last long enough to act
 // in the middle of them; the limit goes when the test ends.
 func (h *Host) Throttle(t testing.TB, rate string) {
