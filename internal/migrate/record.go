@@ -11,6 +11,9 @@ package migrate
 // nothing from the cargo plugin or a shared file system. Labels cannot
 // change, so each update is a new volume with the next sequence number;
 // the older ones are removed after it, and the highest number wins.
+// Writing the next number is a compare-and-set (write): the run whose
+// volume it is holds the move, and its lease (lease.go) keeps other runs
+// out while it lives.
 
 import (
 	"context"
@@ -67,6 +70,16 @@ type moveRecord struct {
 	Started    time.Time `json:"started"`
 	Updated    time.Time `json:"updated"`
 	Seq        int       `json:"seq"`
+	// Lease says which run drives the move; nil once released, and in
+	// records of CLIs that had none.
+	Lease *lease `json:"lease,omitempty"`
+
+	// holder is this run's hold on the move, once a save under a
+	// takeLease context made it ours.
+	holder *holder
+	// createdAt is when the source engine made the volume read, on its
+	// clock: the lease's last renewal.
+	createdAt time.Time
 }
 
 // phaseStart and phaseRestore are the last phases of a move and a live
@@ -104,20 +117,108 @@ func (r *moveRecord) volumeName() string {
 
 // save writes r as its next version, then removes the older ones. Once
 // save returns, the record survives the CLI and a reboot of the source.
+// Under a takeLease context the version carries the lease, and a save
+// that finds the move taken by another run fails with a *busyError.
 func (r *moveRecord) save(ctx context.Context, api client.APIClient) error {
+	return r.commit(ctx, api, true)
+}
+
+// claim writes r as its next version under this run's lease, as save
+// does, but keeps its Updated time, which says when the last phase was
+// done: a rerun takes an interrupted move over with it.
+func (r *moveRecord) claim(ctx context.Context, api client.APIClient) error {
+	return r.commit(ctx, api, false)
+}
+
+func (r *moveRecord) commit(ctx context.Context, api client.APIClient, touch bool) error {
+	if r.holder == nil {
+		r.holder = holderOf(ctx)
+	}
+	h := r.holder
+	r.Lease = nil
+	if h != nil {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.lost != nil {
+			return h.lost
+		}
+		r.Lease = h.stamp()
+	}
 	r.Seq++
-	r.Updated = time.Now().UTC()
+	if touch {
+		r.Updated = time.Now().UTC()
+	}
 	data, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	if _, err := api.VolumeCreate(ctx, client.VolumeCreateOptions{
-		Name: r.volumeName(), Driver: localDriver,
+	if err := r.write(ctx, api, data); err != nil {
+		return err
+	}
+	if h != nil {
+		h.saved(r, api, data)
+	}
+	return nil
+}
+
+// write makes the volume of r's version r.Seq holding data, then removes
+// the older versions. It fails with a *busyError, having changed
+// nothing, when that version was made by another run already (the engine
+// then returns the volume it has, with its labels) or a newer one exists.
+func (r *moveRecord) write(ctx context.Context, api client.APIClient, data []byte) error {
+	name := r.volumeName()
+	v, err := api.VolumeCreate(ctx, client.VolumeCreateOptions{
+		Name: name, Driver: localDriver,
 		Labels: map[string]string{recordLabel: r.ContainerID, recordDataLabel: string(data)},
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("recording the move of %s on %s: %w", r.Container, r.Source, err)
 	}
-	return r.prune(ctx, api, r.Seq)
+	if v.Volume.Labels[recordDataLabel] != string(data) {
+		return r.lostTo(v.Volume.Labels)
+	}
+	l, err := api.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("label", recordLabel+"="+r.ContainerID)})
+	if err != nil {
+		return fmt.Errorf("listing the records of the move of %s: %w", r.Container, err)
+	}
+	var newer map[string]string
+	newest := r.Seq
+	for _, v := range l.Items {
+		if rec, ok := parseRecord(v.Labels); ok && rec.Seq > newest {
+			newer, newest = v.Labels, rec.Seq
+		}
+	}
+	if newer != nil {
+		// Ours came after the other run's pruned the number: it is
+		// stale the moment it exists.
+		_, _ = api.VolumeRemove(ctx, name, client.VolumeRemoveOptions{})
+		return r.lostTo(newer)
+	}
+	var errs []error
+	for _, v := range l.Items {
+		if rec, ok := parseRecord(v.Labels); ok && rec.Seq < r.Seq {
+			if _, err := api.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// lostTo is the error of a write that found the other run's record in
+// labels.
+func (r *moveRecord) lostTo(labels map[string]string) error {
+	other, ok := parseRecord(labels)
+	if !ok {
+		other = &moveRecord{Container: r.Container}
+	}
+	other.Container = r.Container
+	e := &busyError{rec: other, left: defaultLeaseTTL}
+	if other.Lease != nil {
+		e.age = time.Since(other.Lease.Renewed)
+		e.left = max(other.Lease.TTL+clockSlack-e.age, time.Second)
+	}
+	return e
 }
 
 // prune removes the versions of r older than keep (all when keep is 0).
@@ -139,6 +240,12 @@ func (r *moveRecord) prune(ctx context.Context, api client.APIClient, keep int) 
 
 // remove deletes every version of r: the move is over.
 func (r *moveRecord) remove(ctx context.Context, api client.APIClient) error {
+	if h := r.holder; h != nil {
+		// No renewal may make it again.
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.over = true
+	}
 	if err := r.prune(ctx, api, 0); err != nil {
 		return fmt.Errorf("removing the record of the move of %s on %s (remove the volumes labelled %s=%s there): %w",
 			r.Container, r.Source, recordLabel, r.ContainerID, err)
@@ -168,6 +275,7 @@ func records(ctx context.Context, api client.APIClient) (map[string]*moveRecord,
 			continue
 		}
 		if old := out[r.ContainerID]; old == nil || old.Seq < r.Seq {
+			r.createdAt, _ = time.Parse(time.RFC3339Nano, v.CreatedAt)
 			out[r.ContainerID] = r
 		}
 	}
