@@ -78,6 +78,9 @@ func failover(ctx context.Context, e Engine, open opener, name string, opts Fail
 	for _, r := range rows {
 		res.Volumes = append(res.Volumes, r.Volume)
 	}
+	if err := movingFrom(ctx, open, name, rows); err != nil {
+		return nil, err
+	}
 
 	// A volume settles when nothing uses it: restart the container so its
 	// volumes come back as plain local directories.
@@ -223,4 +226,39 @@ func removeSource(ctx context.Context, api client.APIClient, sc, name string, vo
 	// The move's record goes with the container it recorded.
 	pruneRecords(ctx, api)
 	return ok
+}
+
+// movingFrom refuses a failover while a docker migrate still drives the
+// move of container name on one of its sources: releasing the exports
+// and removing the source then would pull them from under it. A source
+// that cannot be asked within a few seconds says nothing: failover is
+// also for a source that is gone.
+func movingFrom(ctx context.Context, open opener, name string, rows []VolumeStatus) error {
+	seen := map[string]bool{}
+	for _, r := range rows {
+		if r.SourceContext == "" || seen[r.SourceContext] {
+			continue
+		}
+		seen[r.SourceContext] = true
+		src, err := open(r.SourceContext)
+		if err != nil {
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		all, err := records(pctx, src.API)
+		for _, rec := range all {
+			if err == nil && rec.Container == name {
+				err = busy(pctx, src.API, rec, "")
+				if err != nil {
+					break
+				}
+			}
+		}
+		cancel()
+		src.Close()
+		if errors.Is(err, errMoveBusy) {
+			return fmt.Errorf("failing over %s: %w", name, err)
+		}
+	}
+	return nil
 }

@@ -77,6 +77,10 @@ type mover struct {
 // released, its restart policy back, the container started if it ran),
 // then what was made on the target is removed.
 func move(ctx context.Context, src, dst Engine, name string, opts MoveOptions) (*Result, error) {
+	// The record's saves carry this run's lease, renewed until the move
+	// and any rollback of it are over.
+	ctx, lease := takeLease(ctx)
+	defer lease.end()
 	m := &mover{src: src, dst: dst, opts: opts,
 		res: &Result{Container: name, Source: src.Context, Target: dst.Context}}
 	pruneRecords(ctx, src.API)
@@ -87,6 +91,11 @@ func move(ctx context.Context, src, dst Engine, name string, opts MoveOptions) (
 			return nil, err
 		}
 		return m.res, nil
+	}
+	if lerr := lease.lostErr(); lerr != nil {
+		// Another run drives the move now, or may: undoing it would
+		// undo that run's work.
+		return nil, lerr
 	}
 	// The caller's context may be what failed (Ctrl-C): roll back on
 	// fresh ones, each side with its own deadline.

@@ -26,6 +26,9 @@ func (m *mover) resume(ctx context.Context) error {
 	if err != nil || rec == nil {
 		return err
 	}
+	if err := busy(ctx, m.src.API, rec, ""); err != nil {
+		return err
+	}
 	switch {
 	case rec.Target != m.dst.Context:
 		return fmt.Errorf("%s has an unfinished move to %s (stopped after its %s phase): finish it with `%s`, or undo it with `%s`",
@@ -35,6 +38,11 @@ func (m *mover) resume(ctx context.Context) error {
 	case rec.Checkpoint != "" && !m.opts.Live:
 		return fmt.Errorf("the interrupted move of %s was live, and its processes are in a checkpoint: finish it with `%s`, or undo it with `%s`",
 			rec.Container, rec.FinishCommand(), rec.RollbackCommand())
+	}
+	// Taking the move over is the compare-and-set of its next version:
+	// of two reruns at once, one gets it and the other changes nothing.
+	if err := rec.claim(ctx, m.src.API); err != nil {
+		return err
 	}
 	m.rec, m.resumed = rec, true
 	return m.clearTarget(ctx)

@@ -67,6 +67,16 @@ func rollback(ctx context.Context, src Engine, open opener, name string, opts Ro
 	if rec == nil {
 		return nil, fmt.Errorf("no move of %s is recorded on %s: there is nothing to roll back", strings.TrimPrefix(insp.Container.Name, "/"), src.Context)
 	}
+	if err := busy(ctx, src.API, rec, ""); err != nil && !opts.Force {
+		return nil, fmt.Errorf("%w (or roll back with --force if you are sure it no longer runs)", err)
+	}
+	// The rollback holds the move while it runs: a run it overrode with
+	// --force loses it at its next save and stops.
+	ctx, lease := takeLease(ctx)
+	defer lease.end()
+	if err := rec.claim(ctx, src.API); err != nil {
+		return nil, err
+	}
 	var dst *Engine
 	if e, err := open(rec.Target); err == nil {
 		defer e.Close()
