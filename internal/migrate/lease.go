@@ -152,11 +152,20 @@ type busyError struct {
 	rec  *moveRecord
 	age  time.Duration
 	left time.Duration
+	// taken is set when the other run took the move from this one.
+	taken bool
 }
 
 func (e *busyError) Error() string {
 	l := e.rec.Lease
 	who := "another docker migrate"
+	if e.taken {
+		if l != nil {
+			who = fmt.Sprintf("another docker migrate (pid %d on %s, started %s)", l.PID, l.Host, l.Since.Local().Format(time.TimeOnly))
+		}
+		return fmt.Sprintf("%s took the move of %s over (a rollback --force, or a rerun after this one could not renew its hold); this run stops here and leaves the move to it",
+			who, e.rec.Container)
+	}
 	if l != nil {
 		who = fmt.Sprintf("another docker migrate (pid %d on %s, started %s, renewed %s ago)",
 			l.PID, l.Host, l.Since.Local().Format(time.TimeOnly), e.age.Round(time.Second))
@@ -304,7 +313,8 @@ func (h *holder) renew() {
 	switch {
 	case err == nil:
 	case errors.As(err, &b):
-		h.fail(fmt.Errorf("%w; this run stops here and leaves the move to it", err))
+		b.taken = true
+		h.fail(err)
 	case time.Since(h.lastOK) >= h.ttl-h.every:
 		// The move changes rec outside mu: say it from the last write.
 		var snap moveRecord

@@ -113,6 +113,10 @@ func TestBusyMessage(t *testing.T) {
 	if !errors.Is(e, errMoveBusy) {
 		t.Error("not errMoveBusy")
 	}
+	e.taken = true
+	if msg := e.Error(); !strings.Contains(msg, "another docker migrate (pid 42 on laptop") || !strings.Contains(msg, "took the move of web over") || strings.Contains(msg, "run this again") {
+		t.Errorf("taken: %q", msg)
+	}
 }
 
 // volumeStore is an engine's volume store as the record sees it: a
@@ -256,7 +260,7 @@ func TestRenewalLosesToANewerRecord(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the overridden run goes on")
 	}
-	if err := context.Cause(actx); !errors.Is(err, errMoveBusy) {
+	if err := context.Cause(actx); !errors.Is(err, errMoveBusy) || !strings.Contains(err.Error(), "took the move of web over") {
 		t.Fatalf("cause %v", err)
 	}
 	n := s.created
@@ -301,5 +305,32 @@ func TestLeaseTTL(t *testing.T) {
 	t.Setenv(leaseEnv, "soon")
 	if got := leaseTTL(); got != defaultLeaseTTL {
 		t.Fatalf("leaseTTL of a bad value = %v", got)
+	}
+}
+
+// A phase's save that finds the move taken marks the run lost, so that
+// the move does not roll back what is now the other run's.
+func TestSaveLosesToANewerRecord(t *testing.T) {
+	s := &volumeStore{vols: map[string]volume.Volume{}}
+	actx, a := takeLeaseFor(context.Background(), time.Hour)
+	defer a.end()
+	ra := &moveRecord{Container: "web", ContainerID: "0123456789abcdef", Source: "h1", Target: "h2", Phase: "stop"}
+	if err := ra.save(actx, s); err != nil {
+		t.Fatal(err)
+	}
+	bctx, b := takeLeaseFor(context.Background(), time.Hour)
+	defer b.end()
+	if err := s.newest(t).claim(bctx, s); err != nil {
+		t.Fatal(err)
+	}
+	ra.Phase = "layer"
+	if err := ra.save(actx, s); !errors.Is(err, errMoveBusy) || !strings.Contains(err.Error(), "took the move of web over") {
+		t.Fatalf("the save: %v", err)
+	}
+	if a.lostErr() == nil || actx.Err() == nil {
+		t.Fatalf("the run goes on: lost %v, context %v", a.lostErr(), actx.Err())
+	}
+	if got := s.newest(t); got.Phase != "stop" || got.Lease.Holder != b.token {
+		t.Fatalf("record %+v", got)
 	}
 }

@@ -153,6 +153,13 @@ func (r *moveRecord) commit(ctx context.Context, api client.APIClient, touch boo
 		return err
 	}
 	if err := r.write(ctx, api, data); err != nil {
+		var b *busyError
+		if h != nil && errors.As(err, &b) {
+			// Lost, at once or after holding the move: either way, this
+			// run may not touch it or undo what it did.
+			b.taken = h.rec != nil
+			h.fail(err)
+		}
 		return err
 	}
 	if h != nil {

@@ -183,6 +183,33 @@ func TestSecondMoveRefusedWhileOneRuns(t *testing.T) {
 	movedOnce(t, h1, h2, web, sum)
 }
 
+// `rollback --force` while a move runs takes the move over: the source
+// runs again, and the overridden move stops at its next renewal without
+// undoing anything itself.
+func TestRollbackForceTakesTheMove(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web, vol, sum := startApp(t, h1)
+	cleanupMove(t, h1, h2, web, vol)
+	dir := t.TempDir()
+	mark, gate := filepath.Join(dir, "in-pre-restore"), filepath.Join(dir, "never")
+	done, out := migrateCmd(t, []string{"CARGO_MOVE_LEASE=2s"}, web, "--to", h2.Context, "--hook-pre-restore", gatedHook(mark, gate))
+	harness.Eventually(t, time.Minute, "the move reaches its pre-restore hook", func() error { return exists(mark) })
+	r := migrate(t, "rollback", "--force", web)
+	if r.Err != nil || !strings.Contains(r.Stdout, web+" runs on "+h1.Context+" again") {
+		t.Fatalf("rollback --force: %v\n%s", r.Err, r.Combined())
+	}
+	if err := ended(t, "the overridden move", done, out); err == nil || !strings.Contains(out.String(), "took the move of "+web+" over") ||
+		!strings.Contains(out.String(), "this run stops here and leaves the move to it") ||
+		strings.Contains(out.String(), "rolled back") {
+		t.Fatalf("the overridden move: %v\n%s", err, out.String())
+	}
+	t.Logf("the overridden move: %s", strings.TrimSpace(out.String()))
+	rolledBack(t, h1, h2, web, vol, sum)
+	if recs := moveRecords(t, h1, web); len(recs) != 0 {
+		t.Fatalf("records left: %v", recs)
+	}
+}
+
 // Two moves of a container that both found no record (the second started
 // before the first recorded anything): the one that records second finds
 // the first's record, and stops before it changed anything.
