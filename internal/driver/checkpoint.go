@@ -137,9 +137,10 @@ func errCheckpointMount(v *state.Volume) error {
 // checkpoint, to, export_id, ticket, files_total and bytes_total while
 // served, completed_at and report once complete, error.
 //
-// Keys of the fetch (target): state (complete), container, checkpoint,
-// source, files_total, bytes_total, started_at, completed_at and
-// duration_ms, the fetch's wall time in milliseconds.
+// Keys of the fetch (target): state (copying, then complete, or failed
+// with error), container, checkpoint, source, files_total, bytes_total,
+// started_at; once complete, completed_at and duration_ms, the fetch's
+// wall time in milliseconds.
 func (d *Driver) checkpointStatusLocked(v *state.Volume) map[string]any {
 	m := map[string]any{}
 	if v.Kind == kindCheckpointExport {
@@ -167,12 +168,21 @@ func (d *Driver) checkpointStatusLocked(v *state.Volume) map[string]any {
 		}
 	} else {
 		fr := v.Federation
-		m["state"] = string(volstatus.StateComplete)
 		m["container"], m["checkpoint"] = v.Options[optContainer], v.Options[optCheckpointName]
 		m["source"] = fr.Source
 		m["files_total"], m["bytes_total"] = fr.FilesTotal, fr.BytesTotal
-		m["started_at"], m["completed_at"] = volstatus.Time(fr.StartedAt), volstatus.Time(fr.CompletedAt)
-		m["duration_ms"] = fr.CompletedAt.Sub(fr.StartedAt).Milliseconds()
+		m["started_at"] = volstatus.Time(fr.StartedAt)
+		switch f := d.failed[v.Name]; {
+		case !fr.CompletedAt.IsZero():
+			m["state"] = string(volstatus.StateComplete)
+			m["completed_at"] = volstatus.Time(fr.CompletedAt)
+			m["duration_ms"] = fr.CompletedAt.Sub(fr.StartedAt).Milliseconds()
+		case f != nil:
+			m["state"] = string(volstatus.StateFailed)
+			m["error"] = f.err.Error() + "; remove this volume, then move the container again"
+		default:
+			m["state"] = string(volstatus.StateCopying)
+		}
 	}
 	if d.recovering[v.Name] != nil {
 		m["error"] = errRecovering

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cargo-migrate/cargo/internal/copier"
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/manifest"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/replica"
@@ -24,11 +25,13 @@ import (
 // and the move can roll back only once the fetch gives up.
 const checkpointStall = time.Minute
 
-// createCheckpointFetch fetches a checkpoint exported by another host into
-// the target container's checkpoints directory, whole, before it returns,
-// and records a volume that stands for it. Called with the volume's lock
-// held; fetches into one checkpoint's place also wait for each other, and
-// nothing else waits for either.
+// createCheckpointFetch starts fetching a checkpoint exported by another
+// host into the target container's checkpoints directory, and records a
+// volume that stands for it. It returns once the source's manifest is
+// checked and the record saved: the copy goes on in the background,
+// because an engine gives a plugin's create only so long and a large
+// checkpoint on a slow link takes longer. The volume's Status says when
+// the checkpoint is in place (state copying, then complete or failed).
 func (d *Driver) createCheckpointFetch(name string, opts map[string]string) error {
 	t, err := peer.ParseTicket(opts[optCheckpointFrom])
 	if err != nil {
@@ -38,33 +41,173 @@ func (d *Driver) createCheckpointFetch(name string, opts map[string]string) erro
 	if err := ref.validate(); err != nil {
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
-	unlock := d.locks.lock(ref.lockName())
-	defer unlock()
-	started := time.Now().UTC()
-	log := d.log.With("volume", name, "container", ref.Container, "checkpoint", ref.Name)
-	err = d.fetchCheckpoint(t, ref, log, func(files int, bytes int64) error {
-		v := &state.Volume{
-			Name: name, Kind: kindCheckpoint, CreatedAt: started.Truncate(time.Second), Options: maps.Clone(opts),
-			Federation: &state.FederationRecord{Ticket: opts[optCheckpointFrom], Source: t.Addr, FilesTotal: files, BytesTotal: bytes,
-				StartedAt: started, CompletedAt: time.Now().UTC()},
-		}
-		err := os.MkdirAll(d.store.Dir(name), 0o700)
-		if err == nil {
-			err = d.store.Save(v)
-		}
-		if err != nil {
-			os.RemoveAll(d.store.Dir(name))
-			return err
-		}
-		d.setVolume(v)
-		log.Info("fetched checkpoint", "source", t.Addr, "files", files, "bytes", bytes,
-			"duration", v.Federation.CompletedAt.Sub(started).Round(time.Millisecond))
-		return nil
-	})
-	if err != nil {
+	fail := func(err error) error {
 		return fmt.Errorf("volume %q: cannot fetch checkpoint %q into container %s: %w", name, ref.Name, ref.Container, err)
 	}
+	client, m, err := d.prepareCheckpointFetch(t, ref)
+	if err != nil {
+		return fail(err)
+	}
+	files, bytes := m.Totals()
+	v := &state.Volume{
+		Name: name, Kind: kindCheckpoint, CreatedAt: time.Now().UTC().Truncate(time.Second), Options: maps.Clone(opts),
+		Federation: &state.FederationRecord{Ticket: opts[optCheckpointFrom], Source: t.Addr, FilesTotal: files, BytesTotal: bytes,
+			StartedAt: time.Now().UTC()},
+	}
+	err = os.MkdirAll(d.store.Dir(name), 0o700)
+	if err == nil {
+		err = d.store.Save(v)
+	}
+	if err != nil {
+		client.Close()
+		os.RemoveAll(d.store.Dir(name))
+		return fail(err)
+	}
+	d.setVolume(v)
+	d.startCheckpointFetch(v, client, m)
 	return nil
+}
+
+// prepareCheckpointFetch checks that the checkpoint's place is free and
+// that the source's checkpoint fits there, and returns a client of the
+// source and its manifest.
+func (d *Driver) prepareCheckpointFetch(t peer.Ticket, ref checkpointRef) (*peer.Client, *manifest.Manifest, error) {
+	if err := d.ctx.Err(); err != nil {
+		return nil, nil, errors.New("the plugin is stopping")
+	}
+	unlock := d.locks.lock(ref.lockName())
+	defer unlock()
+	cps, err := d.checkpointPlace(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer cps.Close()
+	client, err := peer.NewClient(t, peer.ClientOptions{RetryMax: 3, Logger: d.log, ForceHTTP1: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := checkpointManifest(d.ctx, client, t, manifestTimeout)
+	if err == nil {
+		err = roomIn(cps, m)
+	}
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return client, m, nil
+}
+
+// checkpointPlace opens the checkpoints directory of ref's container and
+// checks that nothing is at ref's place yet.
+func (d *Driver) checkpointPlace(ref checkpointRef) (*os.File, error) {
+	cps, err := d.checkpointsDir(ref.Container)
+	if err != nil {
+		return nil, err
+	}
+	if exists, err := entryExists(cps, ref.Name); err != nil || exists {
+		cps.Close()
+		if err == nil {
+			err = errCheckpointExists(ref.Name)
+		}
+		return nil, err
+	}
+	return cps, nil
+}
+
+// checkpointFetch is a fetch running in the background: Remove stops it
+// and waits for it before the volume goes.
+type checkpointFetch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startCheckpointFetch fetches v's checkpoint in a goroutine Close waits
+// for. With m nil (a fetch resumed after a restart) the manifest is
+// fetched again first; client may be nil then too.
+func (d *Driver) startCheckpointFetch(v *state.Volume, client *peer.Client, m *manifest.Manifest) {
+	ctx, cancel := context.WithCancel(d.ctx)
+	cf := &checkpointFetch{ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	d.mu.Lock()
+	d.fetches[v.Name] = cf
+	d.mu.Unlock()
+	ref := checkpointRef{Container: v.Options[optContainer], Name: v.Options[optCheckpointName]}
+	log := d.log.With("volume", v.Name, "container", ref.Container, "checkpoint", ref.Name)
+	d.copies.Add(1)
+	go func() {
+		defer d.copies.Done()
+		defer close(cf.done)
+		defer cancel()
+		err := d.runCheckpointFetch(ctx, v, ref, client, m, log)
+		d.mu.Lock()
+		delete(d.fetches, v.Name)
+		d.mu.Unlock()
+		switch {
+		case err == nil:
+		case d.ctx.Err() != nil:
+			log.Info("checkpoint fetch stopped with the plugin; it resumes at the next start")
+		case ctx.Err() != nil:
+			log.Info("checkpoint fetch stopped: its volume is being removed")
+		default:
+			d.fail(v.Name, failCopy, fmt.Errorf("cannot fetch checkpoint %q into container %s: %w", ref.Name, ref.Container, err))
+		}
+	}()
+}
+
+// stopCheckpointFetch stops name's background fetch, if one runs, and
+// waits for it to end. Called with no lock held: the fetch takes locks.
+func (d *Driver) stopCheckpointFetch(name string) {
+	d.mu.Lock()
+	cf := d.fetches[name]
+	d.mu.Unlock()
+	if cf != nil {
+		cf.cancel()
+		<-cf.done
+	}
+}
+
+// runCheckpointFetch is the body of a background fetch: into place, then
+// recorded complete, then the source told.
+func (d *Driver) runCheckpointFetch(ctx context.Context, v *state.Volume, ref checkpointRef, client *peer.Client, m *manifest.Manifest, log *slog.Logger) error {
+	if client == nil {
+		// Resumed at a start: a checkpoint this very plugin exports (a
+		// host that is its own source, as in tests) is served again first.
+		select {
+		case <-d.exportsServed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		t, err := peer.ParseTicket(v.Federation.Ticket)
+		if err != nil {
+			return err
+		}
+		if client, err = peer.NewClient(t, peer.ClientOptions{RetryMax: 3, Logger: d.log, ForceHTTP1: true}); err != nil {
+			return err
+		}
+	}
+	defer client.Close()
+	if m == nil {
+		var err error
+		if m, err = checkpointManifest(ctx, client, peer.Ticket{Addr: v.Federation.Source}, 2*time.Minute); err != nil {
+			return err
+		}
+		if files, bytes := m.Totals(); files != v.Federation.FilesTotal || bytes != v.Federation.BytesTotal {
+			return fmt.Errorf("the source's checkpoint changed: %d files, %d bytes, recorded %d files, %d bytes", files, bytes, v.Federation.FilesTotal, v.Federation.BytesTotal)
+		}
+	}
+	return d.fetchCheckpoint(ctx, client, m, ref, log, func() error {
+		done := *v
+		fr := *v.Federation
+		fr.CompletedAt = time.Now().UTC()
+		done.Federation = &fr
+		if err := d.store.Save(&done); err != nil {
+			return err
+		}
+		d.setVolume(&done)
+		log.Info("fetched checkpoint", "source", fr.Source, "files", fr.FilesTotal, "bytes", fr.BytesTotal,
+			"duration", fr.CompletedAt.Sub(fr.StartedAt).Round(time.Millisecond))
+		return nil
+	})
 }
 
 // fetchCheckpoint copies the exported checkpoint into a temporary
@@ -72,30 +215,15 @@ func (d *Driver) createCheckpointFetch(name string, opts map[string]string) erro
 // renames it into place and calls commit. Whatever fails, nothing of the
 // fetch is left in the checkpoints directory. The source is told last,
 // once the checkpoint is in place and recorded.
-func (d *Driver) fetchCheckpoint(t peer.Ticket, ref checkpointRef, log *slog.Logger, commit func(files int, bytes int64) error) (retErr error) {
-	if err := d.ctx.Err(); err != nil {
-		return errors.New("the plugin is stopping")
-	}
-	cps, err := d.checkpointsDir(ref.Container)
+func (d *Driver) fetchCheckpoint(ctx context.Context, client *peer.Client, m *manifest.Manifest, ref checkpointRef, log *slog.Logger, commit func() error) (retErr error) {
+	// Fetches into one checkpoint's place wait for each other.
+	unlock := d.locks.lock(ref.lockName())
+	defer unlock()
+	cps, err := d.checkpointPlace(ref)
 	if err != nil {
 		return err
 	}
 	defer cps.Close()
-	if exists, err := entryExists(cps, ref.Name); err != nil || exists {
-		if err == nil {
-			err = errCheckpointExists(ref.Name)
-		}
-		return err
-	}
-	client, err := peer.NewClient(t, peer.ClientOptions{RetryMax: 3, Logger: d.log, ForceHTTP1: true})
-	if err != nil {
-		return err
-	}
-	defer client.Close()
-	m, err := checkpointManifest(d.ctx, client, t)
-	if err != nil {
-		return err
-	}
 	if err := roomIn(cps, m); err != nil {
 		return err
 	}
@@ -119,17 +247,28 @@ func (d *Driver) fetchCheckpoint(t peer.Ticket, ref checkpointRef, log *slog.Log
 		return err
 	}
 	defer tmp.Close()
-	if err := copyCheckpoint(d.ctx, client, m, tmp, log); err != nil {
+	if err := copyCheckpoint(ctx, client, m, tmp, log); err != nil {
 		return err
 	}
-	if err := checkFetched(d.ctx, tmp, m); err != nil {
+	if err := checkFetched(ctx, tmp, m); err != nil {
 		return err
+	}
+	if err := failpoint.Inject("driver.checkpoint.before-place"); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return errors.New("the fetch was stopped") // its volume is being removed: place nothing
 	}
 	if err := placeCheckpoint(cps, tmp, ref.Name); err != nil {
 		return err
 	}
+	// Gone before the record says complete, so that what the engine
+	// restores from is all that is left.
+	if err := removeBeneath(cps, tmpName); err != nil {
+		log.Error("removing the fetch's temporary directory", "error", err)
+	}
 	files, bytes := m.Totals()
-	if err := commit(files, bytes); err != nil {
+	if err := commit(); err != nil {
 		if rerr := removeBeneath(cps, ref.Name); rerr != nil {
 			log.Error("removing the checkpoint whose record could not be saved", "error", rerr)
 		}
@@ -137,9 +276,9 @@ func (d *Driver) fetchCheckpoint(t peer.Ticket, ref checkpointRef, log *slog.Log
 	}
 	// The export closes once told; a target that could not tell it leaves
 	// it open until its volume is removed on the source, which a move does.
-	ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+	tctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
 	defer cancel()
-	if err := client.Complete(ctx, fmt.Sprintf("%d files, %d bytes", files, bytes)); err != nil {
+	if err := client.Complete(tctx, fmt.Sprintf("%d files, %d bytes", files, bytes)); err != nil {
 		log.Warn("the source was not told that the checkpoint arrived", "error", err)
 	}
 	return nil
@@ -158,11 +297,10 @@ func entryExists(dir *os.File, name string) (bool, error) {
 	return false, fmt.Errorf("looking for %s: %w", name, err)
 }
 
-// checkpointManifest fetches and validates the source's manifest, within
-// the time a federated volume's create gives it, and refuses what no
-// checkpoint holds.
-func checkpointManifest(ctx context.Context, client *peer.Client, t peer.Ticket) (*manifest.Manifest, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+// checkpointManifest fetches and validates the source's manifest within
+// limit, and refuses what no checkpoint holds.
+func checkpointManifest(ctx context.Context, client *peer.Client, t peer.Ticket, limit time.Duration) (*manifest.Manifest, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	rc, err := client.Manifest(ctx)
 	if err != nil {
@@ -229,7 +367,7 @@ func copyCheckpoint(ctx context.Context, client *peer.Client, m *manifest.Manife
 		return cause
 	}
 	if ctx.Err() != nil {
-		return errors.New("the plugin is stopping")
+		return errors.New("the fetch was stopped")
 	}
 	return err
 }
@@ -302,4 +440,11 @@ func sameTree(got, want *manifest.Manifest) error {
 		}
 	}
 	return nil
+}
+
+// fetchOf is name's background fetch, nil if none runs.
+func (d *Driver) fetchOf(name string) *checkpointFetch {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.fetches[name]
 }

@@ -3,6 +3,7 @@ package driver
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -192,10 +193,54 @@ func (f *checkpointFixture) exportCheckpoint(t *testing.T, ctrl, id, name string
 	return checkpointStatus(t, f.d, ctrl)
 }
 
+// fetch creates the fetch's volume and waits for the background copy, as
+// a live move does: a fetch that fails is removed, as a move removes it,
+// and its error returned.
 func (f *checkpointFixture) fetch(ticket, vol, id, name string) error {
-	return f.d.Create(&volume.CreateRequest{Name: vol, Options: map[string]string{
+	err := f.d.Create(&volume.CreateRequest{Name: vol, Options: map[string]string{
 		"checkpoint-from": ticket, "container": id, "checkpoint-name": name,
 	}})
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := f.d.Get(&volume.GetRequest{Name: vol})
+		if err != nil {
+			return err
+		}
+		switch st := res.Volume.Status; st["state"] {
+		case "complete":
+			return nil
+		case "failed":
+			if err := f.d.Remove(&volume.RemoveRequest{Name: vol}); err != nil {
+				return err
+			}
+			return fmt.Errorf("%v", st["error"])
+		case "copying":
+		default:
+			return fmt.Errorf("fetch in state %v", st["state"])
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the fetch did not end within 30s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// exportTold waits until the target has told the checkpoint export ctrl
+// that it holds the checkpoint (just after its own record says so), and
+// returns the export's Status.
+func exportTold(t *testing.T, d *Driver, ctrl string) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := checkpointStatus(t, d, ctrl)
+		if st["state"] != "exporting" || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func checkpointStatus(t *testing.T, d *Driver, name string) map[string]any {
@@ -303,7 +348,7 @@ func TestCheckpointTravels(t *testing.T) {
 		t.Fatalf("duration_ms = %#v", st["duration_ms"])
 	}
 	// The target told the source: its export closed, the credential died.
-	st = checkpointStatus(t, f.d, "cp1.src")
+	st = exportTold(t, f.d, "cp1.src")
 	if st["state"] != "complete" || st["report"] != fmt.Sprintf("%d files, %d bytes", len(want), wantBytes) {
 		t.Fatalf("status of the export after the fetch: %v", st)
 	}
@@ -353,7 +398,7 @@ func TestCheckpointExportServedAfterRestart(t *testing.T) {
 		t.Fatalf("fetching after the source restarted: %v", err)
 	}
 	sameCheckpoint(t, filepath.Join(f.containers, dstCtr, "checkpoints", "cp1"), filepath.Join(f.containers, srcCtr, "checkpoints", "cp1"), want)
-	if st := checkpointStatus(t, f.d, "cp1.src"); st["state"] != "complete" {
+	if st := exportTold(t, f.d, "cp1.src"); st["state"] != "complete" {
 		t.Fatalf("status of the export after the fetch: %v", st)
 	}
 

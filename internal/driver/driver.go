@@ -66,6 +66,8 @@ type Driver struct {
 	feds map[string]*federation
 	// exports holds open exports by export volume name.
 	exports map[string]*openExport
+	// fetches holds the checkpoint fetches running in the background.
+	fetches map[string]*checkpointFetch
 	// recovering holds, for each volume not yet recovered after the start,
 	// a channel closed once it is: operations on it wait for that.
 	recovering map[string]chan struct{}
@@ -138,7 +140,7 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{store: store, mountDir: cfg.MountDir, runDir: cfg.RunDir, mnt: cfg.Mounter, log: log, cfg: cfg,
 		ctx: ctx, cancel: cancel, recovered: make(chan struct{}), exportsServed: make(chan struct{}),
 		vols: res.Volumes, creating: map[string]bool{}, feds: map[string]*federation{}, exports: map[string]*openExport{},
-		recovering: map[string]chan struct{}{}, failed: map[string]*failure{}, staleMounts: map[string]bool{},
+		recovering: map[string]chan struct{}{}, failed: map[string]*failure{}, fetches: map[string]*checkpointFetch{}, staleMounts: map[string]bool{},
 		trash: make(chan struct{}, 1)}
 	for n, err := range res.Unsaved {
 		d.fail(n, failSave, err)

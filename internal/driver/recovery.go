@@ -128,6 +128,12 @@ func (d *Driver) recoverVolume(name string) (failStep, error) {
 	if v == nil {
 		return 0, nil
 	}
+	if v.Kind == kindCheckpoint {
+		if v.Federation.CompletedAt.IsZero() && d.fetchOf(name) == nil {
+			d.startCheckpointFetch(v, nil, nil) // it starts over: nothing of it is in place yet
+		}
+		return 0, nil
+	}
 	n, err := d.mnt.Mounts(d.mountpoint(name))
 	if err != nil {
 		return failMount, fmt.Errorf("checking the mount of volume %q: %w", name, err)

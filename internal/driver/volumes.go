@@ -196,6 +196,7 @@ func (d *Driver) lockVolumeNow(name string) (*state.Volume, func()) {
 // Remove deletes the volume and its data. It refuses while the volume is
 // mounted, so a running container never loses its data under it.
 func (d *Driver) Remove(req *volume.RemoveRequest) error {
+	d.stopCheckpointFetch(req.Name)
 	v, unlock := d.lockVolume(req.Name)
 	defer unlock()
 	if v == nil {

@@ -93,9 +93,37 @@ func (m *mover) transfer(ctx context.Context) (string, error) {
 	}}); err != nil {
 		return "", fmt.Errorf("carrying the checkpoint to %s: %w", m.dst.Context, err)
 	}
+	if err := waitFetched(ctx, m.dst, name); err != nil {
+		return "", fmt.Errorf("carrying the checkpoint to %s: %w", m.dst.Context, err)
+	}
 	d := time.Since(start)
 	rate := float64(m.ckpt.bytes) / max(d.Seconds(), 1e-3)
 	return fmt.Sprintf("%s in %s (%s/s)", units.BytesSize(float64(m.ckpt.bytes)), d.Round(time.Millisecond), units.BytesSize(rate)), nil
+}
+
+// waitFetched waits until the target's plugin holds the checkpoint its
+// volume name fetches: the fetch goes on after the create returns (an
+// engine gives a plugin's create only so long), and fails by itself when
+// the source stops sending. The first looks come soon: the container is
+// frozen meanwhile.
+func waitFetched(ctx context.Context, dst Engine, name string) error {
+	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 100*time.Millisecond) {
+		v, err := dst.API.VolumeInspect(ctx, name, client.VolumeInspectOptions{})
+		if err != nil {
+			return err
+		}
+		switch st := volstatus.Parse(v.Volume.Status); st.State {
+		case volstatus.StateComplete:
+			return nil
+		case volstatus.StateFailed:
+			return errors.New(st.Error)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // restore starts the target container from the checkpoint: its processes

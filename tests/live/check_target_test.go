@@ -21,11 +21,11 @@ import (
 // CRIU (never skippable), each saying what to do.
 func TestLiveChecksOnTarget(t *testing.T) {
 	h1, h2 := env.Hosts[0], env.Hosts[1]
-	const holds = 1 << 30
+	const holds = 2 << 30
 	big := h1.Unique(t, "big")
 	// The container's memory is a file in its /dev/shm: charged to it
 	// like process memory, and written at the kernel's speed.
-	h1.MustDocker(t, "run", "-d", "--name", big, "--network", liveNetwork(t, h1), "--shm-size", "1100m", env.Image,
+	h1.MustDocker(t, "run", "-d", "--name", big, "--network", liveNetwork(t, h1), "--shm-size", "2100m", env.Image,
 		"sh", "-c", fmt.Sprintf("head -c %d /dev/zero > /dev/shm/held && touch /tmp/ready && exec sleep 3600", holds))
 	t.Cleanup(func() { h1.Docker(harness.Ctx(t), "rm", "-f", big) })
 	harness.Eventually(t, 2*time.Minute, "the container holding its memory", func() error {
@@ -33,11 +33,14 @@ func TestLiveChecksOnTarget(t *testing.T) {
 	})
 
 	// Both hosts share this machine: leave it half of what the container
-	// holds, for as short a time as the two checks take.
-	release := takeMemory(t, holds/2)
-	r := migrate(t, h1, "check", big, "--to", h2.Context, "--live")
-	forced := migrate(t, h1, "check", big, "--to", h2.Context, "--live", "--force", "--format", "json")
-	release()
+	// holds, for as short a time as each check takes.
+	check := func(args ...string) harness.Result {
+		release := takeMemory(t, holds/2)
+		defer release()
+		return migrate(t, h1, append([]string{"check", big, "--to", h2.Context, "--live"}, args...)...)
+	}
+	r := check()
+	forced := check("--force", "--format", "json")
 	if r.Err == nil || !strings.Contains(r.Combined(), "of memory but "+h2.Context+" has") || !strings.Contains(r.Combined(), "free memory there first") {
 		t.Fatalf("check --live with too little memory on the target: %v\n%s", r.Err, r.Combined())
 	}
