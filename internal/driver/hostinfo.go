@@ -10,6 +10,7 @@ import (
 	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 
+	"github.com/cargo-migrate/cargo/internal/cpuid"
 	"github.com/cargo-migrate/cargo/internal/manifest"
 	"github.com/cargo-migrate/cargo/internal/version"
 	"github.com/cargo-migrate/cargo/internal/volstatus"
@@ -26,6 +27,9 @@ func (d *Driver) hostInfo() *volume.Volume {
 	h := d.hostStatus(&fs, err)
 	// Neither file is namespaced: the plugin reads the host's.
 	h.MemAvailableBytes, h.CPUFlags = memAvailable("/proc/meminfo"), cpuFlags("/proc/cpuinfo")
+	if x, ok := cpuid.ReadXSave(); ok {
+		h.XSaveFeatures, h.XSaveSize, h.XSaveMaxSize = fmt.Sprintf("%#x", x.Features), int64(x.Size), int64(x.MaxSize)
+	}
 	return &volume.Volume{Name: volstatus.HostInfo, Status: h.Map()}
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -85,8 +86,10 @@ func (r *Report) checkLive(ctx context.Context, src, dst Engine, ctr container.I
 		r.add(checkLiveCPU, nil, "cannot tell: a plugin does not report its CPU")
 	} else if len(missing) > 0 {
 		r.add(checkLiveCPU, fmt.Errorf("%s's CPU lacks features the processes may use on %s (%s): restored there they could crash; move it without --live", dst.Context, src.Context, strings.Join(missing[:min(len(missing), 8)], " ")), "")
+	} else if err := sameXSave(src.Context, dst.Context, srcHost, dstHost); err != nil {
+		r.add(checkLiveCPU, err, "")
 	} else {
-		r.add(checkLiveCPU, nil, "every feature of "+src.Context+"'s CPU")
+		r.add(checkLiveCPU, nil, "every feature of "+src.Context+"'s CPU"+xsaveDetail(dstHost))
 	}
 	used, err := memoryUsed(ctx, src.API, ctr.ID)
 	switch {
@@ -239,6 +242,35 @@ func hostFacts(ctx context.Context, e Engine) volstatus.Host {
 		return volstatus.Host{}
 	}
 	return volstatus.ParseHost(v.Volume.Status)
+}
+
+// sameXSave refuses a target whose CPU saves its extended state (FPU and
+// vector registers) differently: CRIU restores the registers from a save
+// area of the source's layout, as its own "fpu" check demands (every
+// component the source saves, save areas of the same size). A plugin
+// that does not report it cannot be compared.
+func sameXSave(srcCtx, dstCtx string, a, b volstatus.Host) error {
+	if a.XSaveFeatures == "" || b.XSaveFeatures == "" {
+		return nil
+	}
+	am, aerr := strconv.ParseUint(a.XSaveFeatures, 0, 64)
+	bm, berr := strconv.ParseUint(b.XSaveFeatures, 0, 64)
+	switch {
+	case aerr != nil || berr != nil:
+		return nil
+	case am&^bm != 0:
+		return fmt.Errorf("%s's CPU cannot hold register state the processes may have on %s (XSAVE components %#x missing): restored there they could crash; move it without --live", dstCtx, srcCtx, am&^bm)
+	case a.XSaveSize != b.XSaveSize || a.XSaveMaxSize != b.XSaveMaxSize:
+		return fmt.Errorf("%s's CPU saves registers in %d bytes (%d at most) but %s's in %d (%d): CRIU restores only between equal layouts; move it without --live", dstCtx, b.XSaveSize, b.XSaveMaxSize, srcCtx, a.XSaveSize, a.XSaveMaxSize)
+	}
+	return nil
+}
+
+func xsaveDetail(h volstatus.Host) string {
+	if h.XSaveFeatures == "" {
+		return ""
+	}
+	return fmt.Sprintf(", the same register state (XSAVE %s, %d bytes)", h.XSaveFeatures, h.XSaveSize)
 }
 
 // missingFlags lists the flags of have that want lacks.

@@ -87,6 +87,13 @@ type Host struct {
 	// separated: a live move's processes may use any of the source's,
 	// so the target must offer them all.
 	CPUFlags string `json:"cpu_flags,omitempty"`
+	// XSaveFeatures (a hexadecimal mask), XSaveSize and XSaveMaxSize are
+	// the CPU's extended state (CPUID leaf 0xD): CRIU restores registers
+	// from a save area of the source's layout, so the target must save
+	// every component the source does, in an area of the same size.
+	XSaveFeatures string `json:"xsave_features,omitempty"`
+	XSaveSize     int64  `json:"xsave_size,omitempty"`
+	XSaveMaxSize  int64  `json:"xsave_max_size,omitempty"`
 }
 
 // Time formats t as the Status carries times: RFC 3339 in UTC with
