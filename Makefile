@@ -26,7 +26,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench bench-live demo demo-down vet lint clean
+.PHONY: bench-scale all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench bench-live demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -110,8 +110,14 @@ test-engine28: test-build ## The live-migration tests again, on Debian forky's E
 	CARGO_ENGINE_PATH=$$(tests/engines.sh forky) CARGO_BUILD=$(TEST_BUILD) \
 		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/live
 
-bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads (root)
+bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads, then bench-scale (root)
 	tests/bench/federation.sh
+	$(MAKE) --no-print-directory bench-scale
+
+SCALE_FILES ?= 1000000
+bench-scale: test-build ## The target plugin killed while copying SCALE_FILES small files: it answers within a second and resumes (root)
+	CARGO_SCALE_FILES=$(SCALE_FILES) CARGO_BUILD=$(TEST_BUILD) $(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout 60m -p 1 -v \
+		-run '^TestTargetPluginKilledAtScale$$' ./tests/federation
 
 bench-live: plugin cli ## Benchmark live moves against an rsync copy of the same checkpoint (root)
 	CARGO_BUILD=$(abspath $(BUILD)) tests/bench/live.sh
