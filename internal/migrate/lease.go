@@ -315,6 +315,8 @@ func (h *holder) renew() {
 	case errors.As(err, &b):
 		b.taken = true
 		h.fail(err)
+	case errors.Is(err, errMoveBusy):
+		h.fail(err)
 	case time.Since(h.lastOK) >= h.ttl-h.every:
 		// The move changes rec outside mu: say it from the last write.
 		var snap moveRecord
@@ -342,9 +344,10 @@ func (h *holder) rewrite(ctx context.Context, l *lease) error {
 	if err != nil {
 		return err
 	}
-	if err := snap.write(ctx, h.api, data); err != nil {
+	if err := snap.write(ctx, h.api, data, h.rec.known); err != nil {
 		return err
 	}
+	h.rec.known = snap.Seq
 	h.last, h.lastOK = data, time.Now()
 	return nil
 }

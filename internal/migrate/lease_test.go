@@ -334,3 +334,29 @@ func TestSaveLosesToANewerRecord(t *testing.T) {
 		t.Fatalf("record %+v", got)
 	}
 }
+
+// A record removed under a running move (a rollback --force, a failover
+// with --remove-source) is not made again by its renewals: the run stops.
+func TestRenewalFindsTheRecordRemoved(t *testing.T) {
+	s := &volumeStore{vols: map[string]volume.Volume{}}
+	ctx, a := takeLeaseFor(context.Background(), 200*time.Millisecond)
+	defer a.end()
+	r := &moveRecord{Container: "web", ContainerID: "0123456789abcdef", Source: "h1", Target: "h2", Phase: "stop"}
+	if err := r.save(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.newest(t).remove(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the run goes on")
+	}
+	if err := context.Cause(ctx); !errors.Is(err, errMoveBusy) || !strings.Contains(err.Error(), "was removed") {
+		t.Fatalf("cause %v", err)
+	}
+	if all, err := records(context.Background(), s); err != nil || len(all) != 0 {
+		t.Fatalf("records %v, %v", all, err)
+	}
+}

@@ -80,6 +80,9 @@ type moveRecord struct {
 	// createdAt is when the source engine made the volume read, on its
 	// clock: the lease's last renewal.
 	createdAt time.Time
+	// known is the sequence number of the version this run last read or
+	// wrote, 0 if none: the next write requires it still to be there.
+	known int
 }
 
 // phaseStart and phaseRestore are the last phases of a move and a live
@@ -152,16 +155,19 @@ func (r *moveRecord) commit(ctx context.Context, api client.APIClient, touch boo
 	if err != nil {
 		return err
 	}
-	if err := r.write(ctx, api, data); err != nil {
+	if err := r.write(ctx, api, data, r.known); err != nil {
 		var b *busyError
-		if h != nil && errors.As(err, &b) {
+		if errors.As(err, &b) {
+			b.taken = h != nil && h.rec != nil
+		}
+		if h != nil && errors.Is(err, errMoveBusy) {
 			// Lost, at once or after holding the move: either way, this
 			// run may not touch it or undo what it did.
-			b.taken = h.rec != nil
 			h.fail(err)
 		}
 		return err
 	}
+	r.known = r.Seq
 	if h != nil {
 		h.saved(r, api, data)
 	}
@@ -171,8 +177,10 @@ func (r *moveRecord) commit(ctx context.Context, api client.APIClient, touch boo
 // write makes the volume of r's version r.Seq holding data, then removes
 // the older versions. It fails with a *busyError, having changed
 // nothing, when that version was made by another run already (the engine
-// then returns the volume it has, with its labels) or a newer one exists.
-func (r *moveRecord) write(ctx context.Context, api client.APIClient, data []byte) error {
+// then returns the volume it has, with its labels) or a newer one exists,
+// and with errRecordGone when version prev (unless 0) is no longer there:
+// a rollback or a failover removed the record.
+func (r *moveRecord) write(ctx context.Context, api client.APIClient, data []byte, prev int) error {
 	name := r.volumeName()
 	v, err := api.VolumeCreate(ctx, client.VolumeCreateOptions{
 		Name: name, Driver: localDriver,
@@ -189,16 +197,22 @@ func (r *moveRecord) write(ctx context.Context, api client.APIClient, data []byt
 		return fmt.Errorf("listing the records of the move of %s: %w", r.Container, err)
 	}
 	var newer map[string]string
-	newest := r.Seq
+	newest, hasPrev := r.Seq, prev == 0
 	for _, v := range l.Items {
-		if rec, ok := parseRecord(v.Labels); ok && rec.Seq > newest {
+		rec, ok := parseRecord(v.Labels)
+		if ok && rec.Seq > newest {
 			newer, newest = v.Labels, rec.Seq
 		}
+		hasPrev = hasPrev || ok && rec.Seq == prev
 	}
-	if newer != nil {
-		// Ours came after the other run's pruned the number: it is
-		// stale the moment it exists.
+	if newer != nil || !hasPrev {
+		// Ours came after the other run's pruned the number, or after
+		// the record was removed: it is stale the moment it exists.
 		_, _ = api.VolumeRemove(ctx, name, client.VolumeRemoveOptions{})
+		if newer == nil {
+			return fmt.Errorf("%w: the record of the move of %s on %s was removed (by a rollback, or a failover with --remove-source); this run stops here and leaves it as it is",
+				errMoveBusy, r.Container, r.Source)
+		}
 		return r.lostTo(newer)
 	}
 	var errs []error
@@ -283,6 +297,7 @@ func records(ctx context.Context, api client.APIClient) (map[string]*moveRecord,
 		}
 		if old := out[r.ContainerID]; old == nil || old.Seq < r.Seq {
 			r.createdAt, _ = time.Parse(time.RFC3339Nano, v.CreatedAt)
+			r.known = r.Seq
 			out[r.ContainerID] = r
 		}
 	}
