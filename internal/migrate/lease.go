@@ -147,6 +147,22 @@ func readProcStat(pid int) (string, error) {
 // with.
 var errMoveBusy = errors.New("the move is held by another docker migrate")
 
+// goneError is what a run whose record was removed under it fails with:
+// a rollback or a failover ended the move.
+type goneError struct{ container, source string }
+
+func (e *goneError) Error() string {
+	return fmt.Sprintf("the record of the move of %s on %s was removed (by a rollback, or a failover with --remove-source); this run stops here and leaves it as it is",
+		e.container, e.source)
+}
+
+// lostMove reports whether err says that this run no longer holds the
+// move.
+func lostMove(err error) bool {
+	var g *goneError
+	return errors.Is(err, errMoveBusy) || errors.As(err, &g)
+}
+
 // busyError says who holds the move of a container.
 type busyError struct {
 	rec  *moveRecord
@@ -315,7 +331,7 @@ func (h *holder) renew() {
 	case errors.As(err, &b):
 		b.taken = true
 		h.fail(err)
-	case errors.Is(err, errMoveBusy):
+	case lostMove(err):
 		h.fail(err)
 	case time.Since(h.lastOK) >= h.ttl-h.every:
 		// The move changes rec outside mu: say it from the last write.

@@ -353,7 +353,7 @@ func TestRenewalFindsTheRecordRemoved(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the run goes on")
 	}
-	if err := context.Cause(ctx); !errors.Is(err, errMoveBusy) || !strings.Contains(err.Error(), "was removed") {
+	if err := context.Cause(ctx); !lostMove(err) || !strings.HasPrefix(err.Error(), "the record of the move of web on h1 was removed") {
 		t.Fatalf("cause %v", err)
 	}
 	if all, err := records(context.Background(), s); err != nil || len(all) != 0 {

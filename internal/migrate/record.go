@@ -160,7 +160,7 @@ func (r *moveRecord) commit(ctx context.Context, api client.APIClient, touch boo
 		if errors.As(err, &b) {
 			b.taken = h != nil && h.rec != nil
 		}
-		if h != nil && errors.Is(err, errMoveBusy) {
+		if h != nil && lostMove(err) {
 			// Lost, at once or after holding the move: either way, this
 			// run may not touch it or undo what it did.
 			h.fail(err)
@@ -210,8 +210,7 @@ func (r *moveRecord) write(ctx context.Context, api client.APIClient, data []byt
 		// the record was removed: it is stale the moment it exists.
 		_, _ = api.VolumeRemove(ctx, name, client.VolumeRemoveOptions{})
 		if newer == nil {
-			return fmt.Errorf("%w: the record of the move of %s on %s was removed (by a rollback, or a failover with --remove-source); this run stops here and leaves it as it is",
-				errMoveBusy, r.Container, r.Source)
+			return &goneError{container: r.Container, source: r.Source}
 		}
 		return r.lostTo(newer)
 	}
