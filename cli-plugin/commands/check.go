@@ -38,6 +38,8 @@ func newCheckCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command 
 	flags.BoolVar(&opts.live, "live", false, "Also check what a live move needs (checkpoints on both engines, CPU, memory, what CRIU cannot carry)")
 	flags.StringVarP(&opts.format, "format", "f", "", formatHelp)
 	_ = cmd.MarkFlagRequired("to")
+	cmd.ValidArgsFunction = completeContainers(dockerCli, false)
+	_ = cmd.RegisterFlagCompletionFunc("to", completeTargets(dockerCli))
 	return cmd
 }
 

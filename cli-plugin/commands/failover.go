@@ -42,6 +42,7 @@ source host, even if that host is gone for good.`,
 	flags.BoolVarP(&opts.wait, "wait", "w", false, "Wait for the copy to complete, showing its progress")
 	flags.BoolVar(&opts.removeSource, "remove-source", false, "Remove the stopped source container and its volumes")
 	flags.StringVarP(&opts.format, "format", "f", "", resultFormatHelp)
+	cmd.ValidArgsFunction = completeContainers(dockerCli, false)
 	return cmd
 }
 

@@ -56,6 +56,8 @@ move, changing nothing.`,
 	flags.StringVar(&opts.hooks.PreRestore, "hook-pre-restore", "", "Shell command run before the container is created on the target; its failure rolls the move back")
 	flags.StringVar(&opts.hooks.PostRestore, "hook-post-restore", "", "Shell command run after the container started on the target; its failure is a warning")
 	flags.StringVar(&opts.hooks.FailedRestore, "hook-failed-restore", "", "Shell command run when the move is rolled back")
+	cmd.ValidArgsFunction = completeContainers(dockerCli, false)
+	_ = cmd.RegisterFlagCompletionFunc("to", completeTargets(dockerCli))
 	return cmd
 }
 

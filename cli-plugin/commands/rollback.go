@@ -40,6 +40,7 @@ the target is left alone unless --force is given.`,
 	flags := cmd.Flags()
 	flags.BoolVar(&opts.force, "force", false, "Roll back even if the container may run on the target (it is stopped there first; what it wrote there is lost)")
 	flags.StringVarP(&opts.format, "format", "f", "", resultFormatHelp)
+	cmd.ValidArgsFunction = completeContainers(dockerCli, false)
 	return cmd
 }
 

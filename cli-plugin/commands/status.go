@@ -40,6 +40,7 @@ func newStatusCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command
 	flags := cmd.Flags()
 	flags.StringVarP(&opts.format, "format", "f", "", listFormatHelp)
 	flags.BoolVarP(&opts.watch, "watch", "w", false, "Show the copy's progress live until every volume is complete")
+	cmd.ValidArgsFunction = completeContainers(dockerCli, true)
 	return cmd
 }
 

@@ -1,0 +1,59 @@
+package commands
+
+// Shell completion. The docker CLI (26 and later) hands `docker migrate
+// <TAB>` to the plugin as `docker-migrate __complete migrate ...`
+// (cobra's completion command); each command says what its arguments and
+// flags take.
+
+import (
+	"slices"
+
+	"github.com/docker/cli/cli/command"
+	"github.com/docker/cli/cli/command/completion"
+	cliflags "github.com/docker/cli/cli/flags"
+	"github.com/spf13/cobra"
+)
+
+// initialized makes sure the CLI knows its contexts: a completion runs
+// no command, so nothing initialized it.
+func initialized(dockerCli command.Cli) bool {
+	dc, ok := dockerCli.(*command.DockerCli)
+	if !ok || dc.ContextStore() != nil {
+		return true
+	}
+	return dc.Initialize(cliflags.NewClientOptions()) == nil
+}
+
+// completeContainers offers the current context's containers, running or
+// stopped; with many unset, only for the first argument.
+func completeContainers(dockerCli command.Cli, many bool) cobra.CompletionFunc {
+	names := completion.ContainerNames(dockerCli, true)
+	return func(cmd *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 && !many || !initialized(dockerCli) {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		return names(cmd, args, toComplete)
+	}
+}
+
+// completeTargets offers the contexts a container can move to: every
+// context but the current one.
+func completeTargets(dockerCli command.Cli) cobra.CompletionFunc {
+	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		if !initialized(dockerCli) {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		list, err := dockerCli.ContextStore().List()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		var names []string
+		for _, c := range list {
+			if c.Name != dockerCli.CurrentContext() {
+				names = append(names, c.Name)
+			}
+		}
+		slices.Sort(names)
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+}
