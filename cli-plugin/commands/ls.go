@@ -47,44 +47,67 @@ func runLs(ctx context.Context, dockerCli command.Cli, svc migrate.Service, opts
 }
 
 // printContainers is the table of ls: a row per container, the current
-// context marked with a *.
+// context marked with a *. It fits 80 columns: what does not (why a
+// context is unreachable, a copy's error, how to finish a move) goes in
+// notes under the table, one per line.
 func printContainers(w io.Writer, rows []migrate.ContainerRow) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(tw, "CONTEXT\tCONTAINER\tIMAGE\tSTATUS\tMIGRATION\tDETAIL")
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CONTEXT\tCONTAINER\tIMAGE\tSTATE\tMIGRATION")
+	var notes []string
 	for _, r := range rows {
 		name := r.Context
 		if r.Current {
 			name += " *"
 		}
-		status := r.Status
-		if r.State == migrate.StateUnreachable {
-			status = r.State
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, dash(r.Container), dash(r.Image), dash(r.State), migrationText(r))
+		var why []string
+		if r.Migration == migrate.MigrationInterrupted {
+			why = append(why, "the move was interrupted "+r.Progress)
 		}
-		detail := r.Error
-		if r.Next != "" {
-			detail = strings.TrimPrefix(detail+"; "+r.Next, "; ")
+		for _, s := range []string{r.Error, r.Next} {
+			if s != "" {
+				why = append(why, s)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, dash(r.Container), dash(r.Image), dash(status), migrationText(r), detail)
+		if len(why) > 0 {
+			about := r.Context
+			if r.Container != "" {
+				about = r.Container + " on " + r.Context
+			}
+			notes = append(notes, about+": "+strings.Join(why, "; "))
+		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+		for _, n := range notes {
+			fmt.Fprintln(w, n)
+		}
+	}
+	return nil
 }
 
-// migrationText is the MIGRATION column: where the container went or
-// came from, and how far its copy is.
+// migrationText is the MIGRATION column: where the container moved to
+// (on the source) or from (on the target), and how far its copy is.
 func migrationText(r migrate.ContainerRow) string {
 	switch r.Migration {
 	case migrate.MigrationMovedOut:
 		if r.Progress != "" {
-			return "moved out to " + r.To + " (" + r.Progress + ")"
+			return "to " + r.To + " (" + r.Progress + ")"
 		}
-		return "moved out to " + r.To
+		return "to " + r.To
 	case migrate.MigrationMovedIn:
-		return fmt.Sprintf("moved in from %s (%s)", r.From, r.Progress)
+		return fmt.Sprintf("from %s (%s)", strings.ReplaceAll(r.From, defaultPeerPort, ""), r.Progress)
 	case migrate.MigrationInterrupted:
-		return fmt.Sprintf("move to %s interrupted (%s)", r.To, r.Progress)
+		return fmt.Sprintf("interrupted (to %s)", r.To)
 	}
 	return dash(r.Migration)
 }
+
+// defaultPeerPort is left out of source addresses, for room.
+const defaultPeerPort = ":7450"
 
 func dash(s string) string {
 	if s == "" {

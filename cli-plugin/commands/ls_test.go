@@ -20,6 +20,9 @@ func lsRows() []migrate.ContainerRow {
 			Error: "pgdata: connection refused"},
 		{Context: "host2", Container: "web", ID: "3a1b2c3d4e5f", Image: "nginx:1.27", State: "running", Status: "Up 3 minutes",
 			Migration: migrate.MigrationMovedIn, From: "198.18.0.1:7450", Progress: "complete", BytesCopied: 100, BytesTotal: 100},
+		{Context: "host2", Container: "cache", ID: "4a1b2c3d4e5f", Image: "redis:7", State: "exited", Status: "Exited (0) 1 minute ago",
+			Migration: migrate.MigrationInterrupted, To: "host3", Progress: "after volumes",
+			Next: "finish: docker --context host2 migrate cache --to host3; undo: docker --context host2 migrate rollback cache"},
 		{Context: "host3", State: migrate.StateUnreachable,
 			Error: `cannot reach the engine of docker context "host3": context deadline exceeded`},
 	}
@@ -42,6 +45,26 @@ func TestPrintContainersGolden(t *testing.T) {
 			}
 			golden(t, tt.name, b.Bytes())
 		})
+	}
+}
+
+// The table fits 80 columns; the notes under it may run longer.
+func TestPrintContainersFits80Columns(t *testing.T) {
+	var b bytes.Buffer
+	if err := printItems(&b, mustFormat(t, ""), lsRows(), printContainers); err != nil {
+		t.Fatal(err)
+	}
+	table, notes, _ := strings.Cut(b.String(), "\n\n")
+	for _, l := range strings.Split(table, "\n") {
+		if n := len([]rune(strings.TrimRight(l, " "))); n > 80 {
+			t.Errorf("a row of %d columns: %q", n, l)
+		}
+	}
+	for _, want := range []string{`host3: cannot reach the engine of docker context "host3"`, "db on host2: pgdata: connection refused",
+		"cache on host2: the move was interrupted after volumes; finish: docker --context host2 migrate cache --to host3"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("no note %q under the table:\n%s", want, b.String())
+		}
 	}
 }
 
@@ -98,9 +121,11 @@ func TestMigrationText(t *testing.T) {
 	}{
 		{migrate.ContainerRow{}, "-"},
 		{migrate.ContainerRow{Migration: migrate.MigrationNone}, "-"},
-		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2"}, "moved out to host2"},
-		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2", Progress: "copied"}, "moved out to host2 (copied)"},
-		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "a:1", Progress: "complete, local"}, "moved in from a:1 (complete, local)"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2"}, "to host2"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedOut, To: "host2", Progress: "copied"}, "to host2 (copied)"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "a:1", Progress: "complete, local"}, "from a:1 (complete, local)"},
+		{migrate.ContainerRow{Migration: migrate.MigrationMovedIn, From: "198.18.0.1:7450, 198.18.0.3:7450", Progress: "4%"}, "from 198.18.0.1, 198.18.0.3 (4%)"},
+		{migrate.ContainerRow{Migration: migrate.MigrationInterrupted, To: "host2", Progress: "after volumes"}, "interrupted (to host2)"},
 	}
 	for _, tt := range tests {
 		if got := migrationText(tt.r); got != tt.want {

@@ -8,8 +8,8 @@ import (
 )
 
 func TestSameXSave(t *testing.T) {
-	host := func(mask string, size, max int64) volstatus.Host {
-		return volstatus.Host{XSaveFeatures: mask, XSaveSize: size, XSaveMaxSize: max}
+	host := func(mask string, size, maxSize int64) volstatus.Host {
+		return volstatus.Host{XSaveFeatures: mask, XSaveSize: size, XSaveMaxSize: maxSize}
 	}
 	tests := []struct {
 		name     string

@@ -246,8 +246,13 @@ func TestLsUnreachable(t *testing.T) {
 		t.Errorf("ls row of the dead context: %v", row)
 	}
 	r := migrate(t, "ls")
-	if r.Err != nil || !strings.Contains(r.Stdout, h1.Context+" *") || !strings.Contains(r.Stdout, "unreachable") {
+	table, notes, _ := strings.Cut(r.Stdout, "\n\n")
+	if r.Err != nil || !strings.Contains(table, h1.Context+" *") || !strings.Contains(table, "unreachable") {
 		t.Fatalf("ls table: %v\n%s", r.Err, r.Combined())
+	}
+	// The dead context is one short row; why, under the table.
+	if strings.Contains(table, "cannot reach") || !strings.Contains(notes, gone+": cannot reach the engine of docker context") {
+		t.Fatalf("ls does not say under its table why %s is unreachable:\n%s", gone, r.Stdout)
 	}
 }
 
