@@ -136,6 +136,7 @@ func (m *mover) restore(ctx context.Context) (string, error) {
 	if _, err := m.dst.API.ContainerStart(ctx, m.targetID, client.ContainerStartOptions{CheckpointID: m.rec.Checkpoint}); err != nil {
 		return "", fmt.Errorf("restoring %s on %s: %w", m.res.Container, m.dst.Context, err)
 	}
+	m.runningAt = time.Now()
 	return "", nil
 }
 

@@ -63,10 +63,12 @@ type mover struct {
 	// rec is nil until the move is about to change the source.
 	rec *moveRecord
 	// resumed is set when this run finishes an interrupted one.
-	resumed  bool
-	stopAt   time.Time
-	layer    *layer // the source's changes outside its volumes
-	targetID string
+	resumed bool
+	stopAt  time.Time
+	// runningAt is when the target's start (or restore) returned.
+	runningAt time.Time
+	layer     *layer // the source's changes outside its volumes
+	targetID  string
 	// ckpt is a live move's checkpoint export, once open.
 	ckpt *checkpointExport
 }
@@ -166,7 +168,9 @@ func (m *mover) run(ctx context.Context) error {
 		m.res.Live = true
 	}
 	if m.rec.WasRunning {
-		m.res.Downtime = time.Since(m.stopAt)
+		// From the freeze to the target's start returning: the record's
+		// save and the checkpoint's removal come after, while it runs.
+		m.res.Downtime = m.runningAt.Sub(m.stopAt)
 		m.res.Running = true
 	}
 	if err := m.hook(ctx, HookPostRestore, m.opts.Hooks.PostRestore, nil); err != nil {

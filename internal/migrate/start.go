@@ -4,6 +4,7 @@ package migrate
 
 import (
 	"context"
+	"time"
 
 	"github.com/moby/moby/client"
 )
@@ -20,5 +21,6 @@ func (m *mover) start(ctx context.Context) (string, error) {
 		return "", err
 	}
 	_, err := m.dst.API.ContainerStart(ctx, m.targetID, client.ContainerStartOptions{})
+	m.runningAt = time.Now()
 	return "", err
 }
