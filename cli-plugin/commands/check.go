@@ -24,7 +24,12 @@ type checkOptions struct {
 func newCheckCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts checkOptions
 	cmd := &cobra.Command{
-		Use:   "check CONTAINER --to CONTEXT",
+		Use: "check CONTAINER --to CONTEXT",
+		Example: `  # Can web move to host2? Nothing changes
+  docker migrate check web --to host2
+
+  # Can it move with its running processes?
+  docker migrate check web --to host2 --live`,
 		Short: "Check that a container can move to another Docker context, changing nothing",
 		Args:  cli.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

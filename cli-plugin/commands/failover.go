@@ -23,7 +23,12 @@ type failoverOptions struct {
 func newFailoverCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts failoverOptions
 	cmd := &cobra.Command{
-		Use:   "failover CONTAINER",
+		Use: "failover CONTAINER",
+		Example: `  # On the target, once the copy is complete: release the source host
+  docker --context host2 migrate failover web
+
+  # Wait for the copy, then remove the stopped source container too
+  docker --context host2 migrate failover web --wait --remove-source`,
 		Short: "End a moved container's dependence on the host it came from",
 		Long: `End a moved container's dependence on the host it came from.
 

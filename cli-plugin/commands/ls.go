@@ -21,7 +21,12 @@ type lsOptions struct {
 func newLsCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts lsOptions
 	cmd := &cobra.Command{
-		Use:     "ls [OPTIONS]",
+		Use: "ls [OPTIONS]",
+		Example: `  # Every context's containers and where they moved
+  docker migrate ls
+
+  # One line per container, from a Go template
+  docker migrate ls --format '{{.Context}} {{.Container}} {{.Migration}} {{.Progress}}'`,
 		Aliases: []string{"list"},
 		Short:   "List the containers of every docker context and where they moved",
 		Args:    cli.NoArgs,

@@ -30,7 +30,15 @@ type moveOptions struct {
 func newMoveCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts moveOptions
 	cmd := &cobra.Command{
-		Use:   "migrate [CONTAINER --to CONTEXT]",
+		Use: "migrate [CONTAINER --to CONTEXT]",
+		Example: `  # Move web to host2: it runs there at once, its volumes copy behind it
+  docker migrate web --to host2
+
+  # Carry its running processes too (CRIU checkpoint and restore)
+  docker migrate web --to host2 --live
+
+  # The result as one JSON object
+  docker migrate web --to host2 --format json`,
 		Short: "Move containers between Docker hosts with lazily copied volumes",
 		Long: `Move containers between Docker hosts (docker contexts).
 

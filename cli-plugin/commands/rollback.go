@@ -22,7 +22,9 @@ type rollbackOptions struct {
 func newRollbackCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts rollbackOptions
 	cmd := &cobra.Command{
-		Use:   "rollback CONTAINER",
+		Use: "rollback CONTAINER",
+		Example: `  # On the source: undo a move of web that did not finish
+  docker migrate rollback web`,
 		Short: "Undo a move that did not finish, on the context it came from",
 		Long: `Undo a move that did not finish: a killed docker migrate, a dropped ssh
 session, a rebooted host. Run it on the context the container came from.

@@ -30,7 +30,12 @@ type statusOptions struct {
 func newStatusCommand(dockerCli command.Cli, svc migrate.Service) *cobra.Command {
 	var opts statusOptions
 	cmd := &cobra.Command{
-		Use:   "status [CONTAINER...]",
+		Use: "status [CONTAINER...]",
+		Example: `  # On the target: how far the copy of each moved container's volumes is
+  docker --context host2 migrate status
+
+  # Follow one container's copy until it completes
+  docker --context host2 migrate status web --watch`,
 		Short: "Show the copy of moved containers' volumes on the current context",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.containers = args

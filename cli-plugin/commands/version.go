@@ -32,7 +32,9 @@ var versionLine = template.Must(templates.Parse(`docker-migrate {{.Version}} ({{
 func newVersionCommand(dockerCli command.Cli) *cobra.Command {
 	var opts versionOptions
 	cmd := &cobra.Command{
-		Use:   "version",
+		Use: "version",
+		Example: `  docker migrate version
+  docker migrate version --format json`,
 		Short: "Show the docker-migrate version",
 		Args:  cli.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
