@@ -18,6 +18,7 @@
 #   BASE/env                     shell-sourceable facts about the hosts
 #   BASE/path                    what goes first on every engine's PATH
 #   BASE/hI/path                 host I's own, instead, if a test writes it
+#   BASE/hI/no-experimental      if a test makes it, host I runs with experimental off
 #
 # Engines run with experimental features on (checkpoints need them).
 # CARGO_ENGINE_PATH puts another engine's binaries first on their PATH
@@ -132,6 +133,9 @@ start_engine() {
 	local i=$1
 	local dir=$BASE/h$i ns=$PREFIX-h$i
 	mkdir -p "$dir/run" "$dir/docker"
+	# A test may turn experimental features off for one host.
+	local experimental=true
+	[ ! -e "$dir/no-experimental" ] || experimental=false
 	cat >"$dir/daemon.json" <<-EOF
 	{
 	  "data-root": "/var/lib/docker",
@@ -143,7 +147,7 @@ start_engine() {
 	  "cgroup-parent": "/$ns",
 	  "insecure-registries": ["$REG_ADDR"],
 	  "storage-driver": "overlay2",
-	  "experimental": true
+	  "experimental": $experimental
 	}
 	EOF
 	# Own pids cgroup, so teardown finds every process of this host even

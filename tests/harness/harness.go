@@ -428,6 +428,23 @@ func (h *Host) WithoutCRIU(t testing.TB) {
 	})
 }
 
+// WithoutExperimental restarts the host's engine with experimental
+// features off, as engines run by default, until the test ends.
+func (h *Host) WithoutExperimental(t testing.TB) {
+	t.Helper()
+	mark := filepath.Join(h.env.Base, h.Name, "no-experimental")
+	if err := os.WriteFile(mark, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.RestartEngine(t)
+	t.Cleanup(func() {
+		if err := os.Remove(mark); err != nil {
+			t.Error(err)
+		}
+		h.RestartEngine(t)
+	})
+}
+
 // Throttle limits what h sends, so that copies last long enough to act
 // in the middle of them; the limit goes when the test ends.
 func (h *Host) Throttle(t testing.TB, rate string) {

@@ -16,6 +16,27 @@ import (
 	"github.com/cargo-migrate/cargo/tests/harness"
 )
 
+// check --live refuses a target whose engine cannot checkpoint at all
+// (experimental features off, the engine's default), even with --force.
+func TestLiveChecksExperimentalOff(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	web := h1.Unique(t, "web")
+	h1.MustDocker(t, "run", "-d", "--name", web, "--network", liveNetwork(t, h1), env.Image, "sleep", "3600")
+	t.Cleanup(func() { h1.Docker(harness.Ctx(t), "rm", "-f", web) })
+	h2.WithoutExperimental(t)
+	want := "the engine of " + h2.Context + " has experimental features off, and checkpoints need them: add \"experimental\": true to its daemon.json and restart it"
+	for _, args := range [][]string{{"--live"}, {"--live", "--force"}} {
+		r := migrate(t, h1, append([]string{"check", web, "--to", h2.Context}, args...)...)
+		if r.Err == nil || !strings.Contains(r.Combined(), want) {
+			t.Fatalf("check %v against a target with experimental off: %v\n%s", args, r.Err, r.Combined())
+		}
+	}
+	// A move without --live needs no checkpoint: that check is not made.
+	if r := migrate(t, h1, "check", web, "--to", h2.Context); r.Err != nil {
+		t.Fatalf("check without --live: %v\n%s", r.Err, r.Combined())
+	}
+}
+
 // check --live refuses a target without the memory the container uses
 // (skippable: the restore would fail and roll back) and a target without
 // CRIU (never skippable), each saying what to do.
