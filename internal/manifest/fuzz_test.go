@@ -39,6 +39,10 @@ func FuzzDecode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		check(t, data)
 		check(t, gz(string(data)))
+		// Decode's fast path reads a line as json would, or leaves it.
+		for line := range bytes.Lines(data) {
+			checkFast(t, line)
+		}
 	})
 }
 
