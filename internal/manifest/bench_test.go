@@ -95,3 +95,27 @@ func BenchmarkIndex(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m.Entries)), "ns/entry")
 }
+
+// BenchmarkWalkWide walks 100,000 small files in 10 directories, the
+// shape of tests/federation's scale test, where each directory is large
+// enough to be stat'ed by several listers at once.
+func BenchmarkWalkWide(b *testing.B) {
+	dir := b.TempDir()
+	for d := range 10 {
+		sub := filepath.Join(dir, fmt.Sprintf("d%d", d))
+		must(b, os.Mkdir(sub, 0o755))
+		for f := range 10_000 {
+			must(b, os.WriteFile(filepath.Join(sub, fmt.Sprintf("f%d", d*10_000+f)), []byte("content"), 0o644))
+		}
+	}
+	root, err := os.OpenRoot(dir)
+	must(b, err)
+	defer root.Close()
+	var n int
+	for b.Loop() {
+		m, err := Walk(context.Background(), root)
+		must(b, err)
+		n = len(m.Entries)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/entry")
+}

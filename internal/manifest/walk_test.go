@@ -182,17 +182,23 @@ func TestWalk(t *testing.T) {
 			return probeAt
 		}},
 	}
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			var skipped []string
-			opts := WalkOptions{Skipped: func(p string) { skipped = append(skipped, p) }}
-			m, err := walk(context.Background(), root, opts, mode.choose)
-			must(t, err)
-			if !reflect.DeepEqual(skipped, []string{"sock"}) {
-				t.Errorf("skipped %q, want [sock]", skipped)
-			}
-			checkWalk(t, m, exp)
-		})
+	// Each directory stat'ed by one lister, and (parallelMin 2) by
+	// several at once: the same manifest either way.
+	defer func(n int) { parallelMin = n }(parallelMin)
+	for _, par := range []int{parallelMin, 2} {
+		for _, mode := range modes {
+			t.Run(fmt.Sprintf("%s/parallelMin=%d", mode.name, par), func(t *testing.T) {
+				parallelMin = par
+				var skipped []string
+				opts := WalkOptions{Skipped: func(p string) { skipped = append(skipped, p) }}
+				m, err := walk(context.Background(), root, opts, mode.choose)
+				must(t, err)
+				if !reflect.DeepEqual(skipped, []string{"sock"}) {
+					t.Errorf("skipped %q, want [sock]", skipped)
+				}
+				checkWalk(t, m, exp)
+			})
+		}
 	}
 	var st unix.Stat_t
 	must(t, unix.Stat(dir, &st))
