@@ -4,8 +4,11 @@ import (
 	"errors"
 	"io/fs"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/cargo-migrate/cargo/internal/manifest"
 )
@@ -32,17 +35,21 @@ func (r *Replica) scan() error {
 			return err
 		}
 	}
+	var inPlace []bool
+	if !fresh {
+		if inPlace, err = r.inPlace(); err != nil {
+			return err
+		}
+	}
 	for i := range r.m.Entries {
 		e := &r.m.Entries[i]
 		if !HasContent(e) {
 			continue
 		}
-		if !fresh {
-			if fi, err := r.root.Lstat(dataPath(e)); err == nil && fi.Mode().IsRegular() && fi.Size() == e.Size {
-				r.setState(i, placed)
-				_ = r.mend(i) // else Skeleton's relink or the next write retries
-				continue
-			}
+		if inPlace != nil && inPlace[i] {
+			r.setState(i, placed)
+			_ = r.mend(i) // else Skeleton's relink or the next write retries
+			continue
 		}
 		if e.Size < LargeFile || noParts {
 			continue
@@ -65,6 +72,52 @@ func (r *Replica) scan() error {
 		return nil
 	}
 	return r.sweepPartials()
+}
+
+// inPlace tells, for each entry with content of its own, whether a
+// regular file of its size stands at its path in data/. It opens each
+// directory once and stats its files from there: an Lstat through the
+// os.Root per file opened every directory of the path again, five
+// syscalls a file, and at a million files took 7 of the 13 s a restarted
+// target needed before its copy resumed.
+func (r *Replica) inPlace() ([]bool, error) {
+	in := make([]bool, len(r.m.Entries))
+	var st unix.Stat_t
+	for d := range r.m.Entries {
+		if r.m.Entries[d].Type != manifest.TypeDir {
+			continue
+		}
+		kids := r.tree.Children(d)
+		if !slices.ContainsFunc(kids, func(i int) bool { return HasContent(&r.m.Entries[i]) }) {
+			continue
+		}
+		dir, err := r.root.Open(dataPath(&r.m.Entries[d]))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR) {
+			continue // nothing in it is in place
+		}
+		if err != nil {
+			return nil, err
+		}
+		fd := int(dir.Fd())
+		for _, i := range kids {
+			e := &r.m.Entries[i]
+			if !HasContent(e) {
+				continue
+			}
+			err := ignoringEINTR(func() error { return unix.Fstatat(fd, r.tree.Name(i), &st, unix.AT_SYMLINK_NOFOLLOW) })
+			in[i] = err == nil && st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == e.Size
+		}
+		dir.Close()
+	}
+	return in, nil
+}
+
+func ignoringEINTR(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 func (r *Replica) emptyDir(p string) (bool, error) {
