@@ -132,6 +132,7 @@ func (d *Driver) openExport(ctrl, name, to string, engine bool, opts map[string]
 		Name: ctrl, Kind: state.KindExport, CreatedAt: time.Now().UTC().Truncate(time.Second), Options: maps.Clone(opts),
 		Export: &state.ExportRecord{Volume: name, Engine: engine, ID: id, Token: token, To: to, Ticket: ticket.String()},
 	}
+	began := time.Now()
 	oe, err := d.serveExport(rec)
 	if err != nil {
 		return fmt.Errorf("cannot export volume %q: %w", name, err)
@@ -152,7 +153,10 @@ func (d *Driver) openExport(ctrl, name, to string, engine bool, opts map[string]
 	d.exports[ctrl] = oe
 	d.mu.Unlock()
 	files, bytes := oe.exp.Totals()
-	d.log.Info("opened export", "volume", name, "export", ctrl, "to", to, "files", files, "bytes", bytes)
+	walked, encoded := oe.exp.Took()
+	d.log.Info("opened export", "volume", name, "export", ctrl, "to", to, "files", files, "bytes", bytes,
+		"walk", walked.Round(time.Millisecond), "encode", encoded.Round(time.Millisecond),
+		"took", time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -34,6 +35,8 @@ type Export struct {
 	completed  bool
 
 	dirs dircache.Cache
+
+	walkTook, encodeTook time.Duration
 }
 
 // Open walks the tree under dir into a manifest and prepares to serve it.
@@ -45,11 +48,13 @@ func Open(ctx context.Context, id, token, dir string, onComplete func(report str
 	if err != nil {
 		return nil, fmt.Errorf("opening volume for export: %w", err)
 	}
+	began := time.Now()
 	m, err := manifest.Walk(ctx, root)
 	if err != nil {
 		root.Close()
 		return nil, fmt.Errorf("reading the volume's tree: %w", err)
 	}
+	walked := time.Now()
 	if err := checkMovable(m); err != nil {
 		root.Close()
 		return nil, err
@@ -59,8 +64,13 @@ func Open(ctx context.Context, id, token, dir string, onComplete func(report str
 		root.Close()
 		return nil, err
 	}
-	return &Export{ID: id, tokenHash: peer.HashToken(token), root: root, m: m, encoded: buf.Bytes(), onComplete: onComplete}, nil
+	return &Export{ID: id, tokenHash: peer.HashToken(token), root: root, m: m, encoded: buf.Bytes(), onComplete: onComplete,
+		walkTook: walked.Sub(began), encodeTook: time.Since(walked)}, nil
 }
+
+// Took is how long Open spent walking the tree, and checking and encoding
+// its manifest: the walk is most of a large volume's downtime.
+func (e *Export) Took() (walk, encode time.Duration) { return e.walkTook, e.encodeTook }
 
 // targetLimits is what a target's plugin accepts; tests shrink it.
 var targetLimits = manifest.DefaultLimits
