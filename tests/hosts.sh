@@ -20,7 +20,8 @@
 #   BASE/hI/path                 host I's own, instead, if a test writes it
 #   BASE/hI/no-experimental      if a test makes it, host I runs with experimental off
 #
-# Engines run with experimental features on (checkpoints need them).
+# Engines run with experimental features on (checkpoints need them), the
+# plugin with its metrics on 127.0.0.1:9450 inside each host.
 # CARGO_ENGINE_PATH puts another engine's binaries first on their PATH
 # (tests/engines.sh trixie|forky), CARGO_CRIU_PATH a directory holding a
 # working criu (tests/engines.sh criu), which runc finds on the PATH it
@@ -226,6 +227,8 @@ setup_host() {
 	# The plugin's state mount must exist: engines do not create it.
 	mkdir -p -m 0700 "$dir/docker/plugins/cargo"
 	dk "$i" plugin create cargo:latest "$BUILD/plugin" >/dev/null
+	# Metrics on, inside the host's own network namespace only.
+	dk "$i" plugin set cargo:latest METRICS_ADDR=127.0.0.1:9450 >/dev/null
 	dk "$i" plugin enable cargo:latest >/dev/null
 	DOCKER_CONFIG=$BASE/config docker context create "$PREFIX-h$i" \
 		--description "cargo test host $i (198.18.0.$i)" \

@@ -14,10 +14,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/docker/go-plugins-helpers/volume"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/cargo-migrate/cargo/internal/export"
 	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/internal/fusekeep"
+	"github.com/cargo-migrate/cargo/internal/metrics"
 	"github.com/cargo-migrate/cargo/internal/peer"
 	"github.com/cargo-migrate/cargo/internal/pluginenv"
 	"github.com/cargo-migrate/cargo/internal/state"
@@ -107,14 +110,31 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- h.Serve(l) }()
 	log.Info("serving the volume plugin API", "socket", cfg.Socket)
 
 	// The peer service listens once the open exports are served again: a
 	// target asking for one before would be told it is gone, which ends
 	// its copy; refused connections it retries.
-	srv := peer.NewServer(exports, id, peer.ServerOptions{}, log)
+	var peerOpts peer.ServerOptions
+	if cfg.MetricsAddr != "" {
+		m := metrics.New(d)
+		peerOpts.Observe = m.ObservePeerRequest
+		ml, err := net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("the metrics cannot be served on METRICS_ADDR=%s: %w", cfg.MetricsAddr, err)
+		}
+		msrv := &http.Server{Handler: m.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		defer msrv.Close()
+		go func() {
+			if err := msrv.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+		log.Info("serving metrics", "metrics", cfg.MetricsAddr)
+	}
+	srv := peer.NewServer(exports, id, peerOpts, log)
 	go func() {
 		select {
 		case <-d.ExportsServed():

@@ -31,8 +31,8 @@ func (r *statusRecorder) Write(p []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the real writer.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// logRequests logs every request at debug level. It never logs headers, so
-// the credential cannot leak into logs.
+// logRequests logs every request at debug level, and tells Observe. It
+// never logs headers, so the credential cannot leak into logs.
 func (s *Server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -51,8 +51,12 @@ func (s *Server) logRequests(next http.Handler) http.Handler {
 			if status == 0 {
 				status = http.StatusOK
 			}
+			took := time.Since(start)
 			s.log.Debug("peer request", "export", id, "route", route, "status", status,
-				"bytes", rec.bytes, "duration", time.Since(start), "remote", r.RemoteAddr, "proto", r.Proto, "aborted", aborted)
+				"bytes", rec.bytes, "duration", took, "remote", r.RemoteAddr, "proto", r.Proto, "aborted", aborted)
+			if s.opts.Observe != nil {
+				s.opts.Observe(route, status, took)
+			}
 		}()
 		next.ServeHTTP(rec, r)
 		aborted = false

@@ -60,6 +60,9 @@ type ServerOptions struct {
 	// or IPv6 /64, default DefaultMaxConnsPerAddr (never more than
 	// MaxConns): one host cannot take them all.
 	MaxConnsPerAddr int
+	// Observe, if set, is told of every request answered: its route
+	// (the pattern matched, "unmatched" otherwise), status and duration.
+	Observe func(route string, status int, d time.Duration)
 	// HandshakeTimeout bounds a connection's TLS handshake, default 5s.
 	HandshakeTimeout time.Duration
 	// AuthTimeout closes a connection that has not carried a request with a

@@ -51,6 +51,9 @@ type Config struct {
 	Socket string
 	// ListenAddr is the peer service's listen address (host:port).
 	ListenAddr string
+	// MetricsAddr is where Prometheus metrics are served (host:port);
+	// empty: not served.
+	MetricsAddr string
 	// AdvertiseAddr is the host:port other hosts use to reach the peer service.
 	AdvertiseAddr string
 	// AdvertiseSource says how AdvertiseAddr was chosen, for the log.
@@ -72,6 +75,11 @@ func FromEnv(getenv func(string) string) (*Config, error) {
 	}
 	if getenv("CARGO_STATE_DIR") == "" {
 		c.StateDir, c.LegacyState = stateDir(isDir)
+	}
+	if c.MetricsAddr = getenv("METRICS_ADDR"); c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			return nil, fmt.Errorf("METRICS_ADDR=%q: want host:port, for instance 127.0.0.1:9450", c.MetricsAddr)
+		}
 	}
 	if v := getenv("DEBUG"); v != "" {
 		b, err := strconv.ParseBool(v)

@@ -24,6 +24,8 @@ func TestFromEnvExplicit(t *testing.T) {
 		{"bad listen", map[string]string{"LISTEN_ADDR": "nonsense", "ADVERTISE_ADDR": "x"}, "", "", "LISTEN_ADDR"},
 		{"bad port", map[string]string{"LISTEN_ADDR": ":99999", "ADVERTISE_ADDR": "x"}, "", "", "bad port"},
 		{"bad debug", map[string]string{"DEBUG": "maybe", "ADVERTISE_ADDR": "x"}, "", "", "DEBUG"},
+		{"metrics", map[string]string{"METRICS_ADDR": "127.0.0.1:9450", "ADVERTISE_ADDR": "198.18.0.1"}, ":7450", "198.18.0.1:7450", ""},
+		{"metrics without a port", map[string]string{"METRICS_ADDR": "127.0.0.1", "ADVERTISE_ADDR": "x"}, "", "", "METRICS_ADDR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
