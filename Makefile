@@ -26,7 +26,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: bench-scale all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench bench-live demo demo-down vet lint clean
+.PHONY: bench-scale all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench bench-live bench-downtime demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -113,6 +113,7 @@ test-engine28: test-build ## The live-migration tests again, on Debian forky's E
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads, then bench-scale (root)
 	tests/bench/federation.sh
 	$(MAKE) --no-print-directory bench-scale
+	$(MAKE) --no-print-directory bench-downtime
 
 SCALE_FILES ?= 1000000
 bench-scale: test-build ## The target plugin killed while copying SCALE_FILES small files: it answers within a second and resumes (root)
@@ -121,6 +122,9 @@ bench-scale: test-build ## The target plugin killed while copying SCALE_FILES sm
 
 bench-live: plugin cli ## Benchmark live moves against an rsync copy of the same checkpoint (root)
 	CARGO_BUILD=$(abspath $(BUILD)) tests/bench/live.sh
+
+bench-downtime: plugin cli ## A move's downtime by volume size and file count against naive and two-pass rsync and the engine's create + start; charts in docs/perf (root)
+	CARGO_BUILD=$(abspath $(BUILD)) tests/bench/downtime.sh
 
 demo: cli plugin ## Two local engines with cargo; docker migrate a container between them, show the copy (root)
 	tests/demo.sh
