@@ -33,6 +33,13 @@ type Service interface {
 	// Interrupted lists the moves recorded on the current context that
 	// did not finish.
 	Interrupted(ctx context.Context) ([]InterruptedMove, error)
+	// PlanDrain plans moving every container of opts.Source to
+	// opts.To: where each goes and whether its checks pass there. It
+	// changes nothing.
+	PlanDrain(ctx context.Context, opts DrainOptions) (*DrainPlan, error)
+	// Drain makes the moves of plan that passed their checks, a few at
+	// once, and tells what became of every container of it.
+	Drain(ctx context.Context, plan *DrainPlan, opts DrainOptions) ([]DrainResult, error)
 }
 
 // CheckOptions change what the checks accept.
@@ -200,4 +207,61 @@ func (s *service) Interrupted(ctx context.Context) ([]InterruptedMove, error) {
 	}
 	defer e.Close()
 	return interrupted(ctx, e.API)
+}
+
+// drainEngines opens the source and the targets of a drain; a target
+// that cannot be opened is left out of targets with its error in
+// unreachable. The caller closes what closeAll holds.
+func (s *service) drainEngines(opts DrainOptions) (src Engine, dsts []Engine, closeAll func(), err error) {
+	to, err := drainTargets(opts)
+	if err != nil {
+		return src, nil, nil, err
+	}
+	if src, err = s.open(opts.Source); err != nil {
+		return src, nil, nil, err
+	}
+	for _, name := range to {
+		d, err := s.open(name)
+		if err != nil {
+			_ = src.Close()
+			for _, d := range dsts {
+				_ = d.Close()
+			}
+			return src, nil, nil, err
+		}
+		dsts = append(dsts, d)
+	}
+	return src, dsts, func() {
+		_ = src.Close()
+		for _, d := range dsts {
+			_ = d.Close()
+		}
+	}, nil
+}
+
+func (s *service) PlanDrain(ctx context.Context, opts DrainOptions) (*DrainPlan, error) {
+	src, dsts, closeAll, err := s.drainEngines(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll()
+	return planDrain(ctx, src, dsts, opts)
+}
+
+func (s *service) Drain(ctx context.Context, plan *DrainPlan, opts DrainOptions) ([]DrainResult, error) {
+	opts.Source = plan.Source
+	opts.To = nil
+	for _, t := range plan.Targets {
+		opts.To = append(opts.To, t.Context)
+	}
+	src, dsts, closeAll, err := s.drainEngines(opts)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll()
+	byName := map[string]Engine{}
+	for _, d := range dsts {
+		byName[d.Context] = d
+	}
+	return runDrain(ctx, src, byName, plan, opts), nil
 }
