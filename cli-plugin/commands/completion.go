@@ -7,6 +7,7 @@ package commands
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/docker/cli/cli/command"
 	"github.com/docker/cli/cli/command/completion"
@@ -51,6 +52,41 @@ func completeTargets(dockerCli command.Cli) cobra.CompletionFunc {
 		for _, c := range list {
 			if c.Name != dockerCli.CurrentContext() {
 				names = append(names, c.Name)
+			}
+		}
+		slices.Sort(names)
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
+// completeContexts offers every context, for drain: as its argument
+// (list unset) only for the first, or as the list of --to (list set),
+// comma separated, without the context drained nor those listed already.
+func completeContexts(dockerCli command.Cli, list bool) cobra.CompletionFunc {
+	return func(_ *cobra.Command, args []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+		if !list && len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		if !initialized(dockerCli) {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		all, err := dockerCli.ContextStore().List()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		var prefix string
+		var skip []string
+		if list {
+			if i := strings.LastIndexByte(toComplete, ','); i >= 0 {
+				prefix = toComplete[:i+1]
+				skip = strings.Split(toComplete[:i], ",")
+			}
+			skip = append(skip, args...)
+		}
+		var names []string
+		for _, c := range all {
+			if !slices.Contains(skip, c.Name) {
+				names = append(names, prefix+c.Name)
 			}
 		}
 		slices.Sort(names)

@@ -22,6 +22,7 @@ func NewRootCmd(dockerCli command.Cli) *cobra.Command {
 	cmd.SilenceErrors = true
 	cmd.AddCommand(
 		newCheckCommand(dockerCli, svc),
+		newDrainCommand(dockerCli, svc),
 		newFailoverCommand(dockerCli, svc),
 		newLsCommand(dockerCli, svc),
 		newRollbackCommand(dockerCli, svc),
