@@ -186,6 +186,7 @@ func checkMove(ctx context.Context, src, dst Engine, name string, opts CheckOpti
 	r.checkShared(ctx, src, ctr)
 	r.checkNetworks(ctx, src, ctr)
 	r.checkTies(ctr)
+	r.checkNotATask(ctr)
 	if opts.Live {
 		r.checkLive(ctx, src, dst, ctr, dstUp)
 	}
@@ -449,6 +450,17 @@ func (r *Report) checkTies(ctr container.InspectResponse) {
 		return
 	}
 	r.add("no ties to other containers", fmt.Errorf("it uses other containers, which do not move with it (%s): recreate it without them, or move the data into its own volumes", strings.Join(ties, ", ")), "")
+}
+
+// checkNotATask refuses a container Swarm runs as a service's task:
+// Swarm would start a replacement wherever it schedules the service, and
+// the moved copy would run beside it. It says so only when it fails.
+func (r *Report) checkNotATask(ctr container.InspectResponse) {
+	if ctr.Config == nil || ctr.Config.Labels["com.docker.swarm.task.id"] == "" {
+		return
+	}
+	service := cmpOr(ctr.Config.Labels["com.docker.swarm.service.name"], "its service")
+	r.add("not a Swarm task", fmt.Errorf("it is a task of Swarm service %s, which Swarm reschedules itself: move the service with a placement constraint and its volume by hand (docs/fleet.md), not with docker migrate", service), "")
 }
 
 // isCargo reports whether a volume driver name is the cargo plugin's.

@@ -153,6 +153,11 @@ func TestCheckMove(t *testing.T) {
 			c.HostConfig = &container.HostConfig{VolumesFrom: []string{"data-only"}, IpcMode: "container:db"}
 			s.containers["web"] = c
 		}, failed: "no ties to other containers", detail: "--volumes-from data-only, --ipc container:db"},
+		{name: "swarm task", change: func(s, _ *engine, _ *CheckOptions) {
+			c := web(vol)
+			c.Config.Labels = map[string]string{"com.docker.swarm.task.id": "xyz", "com.docker.swarm.service.name": "shop_web"}
+			s.containers["web"] = c
+		}, failed: "not a Swarm task", detail: "a task of Swarm service shop_web"},
 		{name: "swarm network", change: func(s, _ *engine, _ *CheckOptions) {
 			c := web(vol)
 			c.HostConfig = &container.HostConfig{NetworkMode: "front"}
