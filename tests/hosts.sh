@@ -19,6 +19,8 @@
 #   BASE/path                    what goes first on every engine's PATH
 #   BASE/hI/path                 host I's own, instead, if a test writes it
 #   BASE/hI/no-experimental      if a test makes it, host I runs with experimental off
+#   BASE/containerd-store        "1" when engines run the containerd image store
+#   BASE/hI/containerd-store     host I's own, instead, if present
 #
 # Engines run with experimental features on (checkpoints need them), the
 # plugin with its metrics on 127.0.0.1:9450 inside each host.
@@ -26,6 +28,11 @@
 # (tests/engines.sh trixie|forky), CARGO_CRIU_PATH a directory holding a
 # working criu (tests/engines.sh criu), which runc finds on the PATH it
 # inherits from dockerd. `up` records both for restart and start.
+# CARGO_H<I>_ENGINE_PATH, when set (empty: the machine's engine), gives
+# host I its own engine instead of CARGO_ENGINE_PATH's, for moves between
+# versions. CARGO_CONTAINERD_STORE=1 runs the engines with the containerd
+# image store (Engine 24 and later), CARGO_H<I>_CONTAINERD_STORE=0|1 host
+# I alone; `up` records these too.
 # Addresses: host I is 198.18.0.I; the registry (--registry) 198.18.0.60:5000.
 # docker0 in every host is 198.18.0.64/26 and user networks come from
 # 198.18.0.128/25: those exist only inside each host's namespace.
@@ -137,6 +144,12 @@ start_engine() {
 	# A test may turn experimental features off for one host.
 	local experimental=true
 	[ ! -e "$dir/no-experimental" ] || experimental=false
+	local c8d
+	c8d=$(cat "$dir/containerd-store" 2>/dev/null || cat "$BASE/containerd-store" 2>/dev/null || echo 0)
+	# The containerd image store names its own snapshotter (overlayfs).
+	local driver=overlay2 features=""
+	[ "$c8d" != 1 ] || driver=overlayfs features=',
+	  "features": {"containerd-snapshotter": true}'
 	cat >"$dir/daemon.json" <<-EOF
 	{
 	  "data-root": "/var/lib/docker",
@@ -147,8 +160,8 @@ start_engine() {
 	  "default-address-pools": [{"base": "198.18.0.128/25", "size": 28}],
 	  "cgroup-parent": "/$ns",
 	  "insecure-registries": ["$REG_ADDR"],
-	  "storage-driver": "overlay2",
-	  "experimental": $experimental
+	  "storage-driver": "$driver",
+	  "experimental": $experimental$features
 	}
 	EOF
 	# Own pids cgroup, so teardown finds every process of this host even
@@ -197,6 +210,17 @@ record_path() {
 	local first=${CARGO_CRIU_PATH:-}
 	first=$first${first:+${CARGO_ENGINE_PATH:+:}}${CARGO_ENGINE_PATH:-}
 	echo "$first" >"$BASE/path"
+	echo "${CARGO_CONTAINERD_STORE:-0}" >"$BASE/containerd-store"
+	local i own store
+	for i in $(seq 1 "$N"); do
+		mkdir -p "$BASE/h$i"
+		own=CARGO_H${i}_ENGINE_PATH store=CARGO_H${i}_CONTAINERD_STORE
+		if [ -n "${!own+set}" ]; then
+			first=${CARGO_CRIU_PATH:-}
+			echo "$first${first:+${!own:+:}}${!own}" >"$BASE/h$i/path"
+		fi
+		[ -z "${!store:-}" ] || echo "${!store}" >"$BASE/h$i/containerd-store"
+	done
 }
 
 dk() { local i=$1; shift; docker -H "unix://$BASE/h$i/run/docker.sock" "$@"; }

@@ -43,6 +43,12 @@ type Options struct {
 	// and restore containers: the directory CARGO_CRIU_PATH names, or
 	// else the one tests/engines.sh criu fetches (Debian forky's).
 	CRIU bool
+	// Engines gives hosts engines of their own, host I the I-th: "" for
+	// the one CARGO_ENGINE_PATH names (or the machine's), "machine" for
+	// the machine's, or a suite tests/engines.sh fetches ("trixie",
+	// "forky"). With CARGO_CONTAINERD_STORE=1 the engines that have it
+	// run the containerd image store; the machine's Engine 20.10 has not.
+	Engines []string
 }
 
 // Env is a running set of hosts.
@@ -143,6 +149,22 @@ func (e *Env) fetchCRIU(ctx context.Context) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
+// fetchEngine returns the PATH directories of the named engine: see
+// Options.Engines.
+func (e *Env) fetchEngine(ctx context.Context, name string) (string, error) {
+	switch name {
+	case "", "machine":
+		return "", nil
+	}
+	cmd := exec.CommandContext(ctx, filepath.Join(e.Top, "tests", "engines.sh"), name)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("fetching engine %s with tests/engines.sh %s: %w", name, name, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
 func (e *Env) up(opts Options) error {
 	args := []string{"up", "-p", opts.Prefix, "-n", strconv.Itoa(opts.Hosts)}
 	if opts.Registry {
@@ -158,6 +180,19 @@ func (e *Env) up(opts Options) error {
 		e.CRIUPath = dir
 	}
 	cmd := e.script(ctx, args...)
+	for i, name := range opts.Engines {
+		dir, err := e.fetchEngine(ctx, name)
+		if err != nil {
+			return err
+		}
+		if name != "" {
+			cmd.Env = append(cmd.Env, fmt.Sprintf("CARGO_H%d_ENGINE_PATH=%s", i+1, dir))
+		}
+		if name == "machine" {
+			// 20.10 has no containerd image store.
+			cmd.Env = append(cmd.Env, fmt.Sprintf("CARGO_H%d_CONTAINERD_STORE=0", i+1))
+		}
+	}
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("bringing hosts up: %w", err)
@@ -426,6 +461,19 @@ func (h *Host) WithoutCRIU(t testing.TB) {
 		}
 		h.RestartEngine(t)
 	})
+}
+
+// ContainerdStore tells whether the host's engine keeps its images in
+// the containerd image store rather than a classic graphdriver.
+func (h *Host) ContainerdStore(t testing.TB) bool {
+	t.Helper()
+	return strings.Contains(h.MustDocker(t, "info", "-f", "{{json .DriverStatus}}"), "io.containerd.snapshotter")
+}
+
+// Version is the host's engine version, like 28.5.2.
+func (h *Host) Version(t testing.TB) string {
+	t.Helper()
+	return h.MustDocker(t, "version", "-f", "{{.Server.Version}}")
 }
 
 // WithoutExperimental restarts the host's engine with experimental
