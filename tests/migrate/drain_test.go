@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/tests/harness"
 )
 
@@ -116,10 +117,13 @@ func TestDrain(t *testing.T) {
 		}
 	}
 
-	// The drain: the plan's table, a line per phase, the summary.
+	// The drain: the plan's table, a line per phase, the summary. One of
+	// the seven moves, whichever gets there first, fails after its
+	// create on the target, and is rolled back.
+	t.Setenv(failpoint.Env, "migrate.after-create=1*error")
 	r = migrate(t, "drain", h1.Context, "--to", to, "--parallel", "3")
 	t.Logf("drain:\n%s", r.Combined())
-	if r.Err == nil || !strings.Contains(r.Stderr, "3 of 10 container(s) of "+h1.Context+" did not move") {
+	if r.Err == nil || !strings.Contains(r.Stderr, " of 10 container(s) of "+h1.Context+" did not move") {
 		t.Fatalf("drain: %v\n%s", r.Err, r.Combined())
 	}
 	i := strings.LastIndex(r.Stdout, "\nCONTAINER ")
@@ -128,6 +132,7 @@ func TestDrain(t *testing.T) {
 	}
 	summary := r.Stdout[i+1:]
 	target := map[string]*harness.Host{}
+	var rolledBack, notStarted []string
 	for _, line := range strings.Split(summary, "\n")[1:] {
 		f := strings.Fields(line)
 		if len(f) < 3 {
@@ -142,6 +147,10 @@ func TestDrain(t *testing.T) {
 				if f[2] != "failed" {
 					t.Errorf("%s: %q, want failed", n, line)
 				}
+			case f[2] == "failed" && strings.Contains(line, "failure injected") && strings.Contains(line, "rolled back"):
+				rolledBack = append(rolledBack, s)
+			case f[2] == "not" && strings.Contains(line, "of its group failed"):
+				notStarted = append(notStarted, s)
 			case f[2] != "moved":
 				t.Errorf("%s: %q, want moved", n, line)
 			case f[1] == h2.Context:
@@ -154,8 +163,26 @@ func TestDrain(t *testing.T) {
 	if !strings.Contains(summary, "already has a container named") {
 		t.Errorf("the summary does not say why %s failed:\n%s", name["taken"], summary)
 	}
-	if len(target) != 7 {
-		t.Fatalf("%d containers moved, want 7:\n%s", len(target), summary)
+	if len(rolledBack) != 1 {
+		t.Fatalf("moves rolled back: %v, want one:\n%s", rolledBack, summary)
+	}
+	// A failed move of the first of the pair leaves the second where it
+	// is, with it.
+	if rb := rolledBack[0]; rb == "n1" && !slices.Equal(notStarted, []string{"n2"}) || rb != "n1" && len(notStarted) > 0 {
+		t.Errorf("%s failed and %v did not start:\n%s", rb, notStarted, summary)
+	}
+	if want := 7 - 1 - len(notStarted); len(target) != want {
+		t.Fatalf("%d containers moved, want %d:\n%s", len(target), want, summary)
+	}
+	for _, s := range append(rolledBack, notStarted...) {
+		if got, was := startedAt(s), before[s]; strings.Fields(got)[0] != strings.Fields(was)[0] {
+			t.Errorf("%s is %s on h1 after its move failed, was %s", name[s], got, was)
+		}
+		for _, h := range []*harness.Host{h2, h3} {
+			if h.Docker(harness.Ctx(t), "inspect", name[s]).Err == nil {
+				t.Errorf("%s, whose move failed, is left on %s", name[s], h.Name)
+			}
+		}
 	}
 	var used []string
 	for s, h := range target {
@@ -174,11 +201,13 @@ func TestDrain(t *testing.T) {
 	if len(used) != 2 {
 		t.Errorf("the moves went to %v only, not spread over both targets", used)
 	}
-	if target["n1"] != target["n2"] {
+	if target["n1"] != target["n2"] && len(notStarted) == 0 && rolledBack[0] != "n2" {
 		t.Errorf("the containers sharing network %s landed apart: %s and %s", net, target["n1"].Name, target["n2"].Name)
 	}
-	if got := target["r1"].MustDocker(t, "exec", name["r1"], "cat", "/data/hello"); got != "drained" {
-		t.Errorf("r1's volume on %s: %q", target["r1"].Name, got)
+	if rolledBack[0] != "r1" {
+		if got := target["r1"].MustDocker(t, "exec", name["r1"], "cat", "/data/hello"); got != "drained" {
+			t.Errorf("r1's volume on %s: %q", target["r1"].Name, got)
+		}
 	}
 	for _, s := range []string{"s1", "s2", "taken"} {
 		if got := startedAt(s); got != before[s] {
