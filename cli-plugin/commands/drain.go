@@ -144,10 +144,13 @@ func runDrain(ctx context.Context, dockerCli command.Cli, svc migrate.Service, s
 			bad++
 		}
 	}
-	if bad > 0 {
-		return fmt.Errorf("%d of %d container(s) of %s did not move: see the summary above; the others were not undone", bad, len(results), plan.Source)
+	switch {
+	case bad == 0:
+		return nil
+	case bad == len(results):
+		return fmt.Errorf("none of the %d container(s) of %s moved: see the summary above", bad, plan.Source)
 	}
-	return nil
+	return fmt.Errorf("%d of %d container(s) of %s did not move: see the summary above; the others moved and stay moved", bad, len(results), plan.Source)
 }
 
 // printDrainPlan is the plan's table: a row per container, and under it

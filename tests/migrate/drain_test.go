@@ -1,9 +1,16 @@
 package migrate_test
 
 import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cargo-migrate/cargo/internal/failpoint"
 	"github.com/cargo-migrate/cargo/tests/harness"
@@ -216,5 +223,78 @@ func TestDrain(t *testing.T) {
 	}
 	if got := h1.MustDocker(t, "volume", "ls", "-q", "--filter", "name="+shared+".cargo-export"); got != "" {
 		t.Errorf("the shared volume was exported: %s", got)
+	}
+}
+
+// Ctrl-C during a drain starts no new move and rolls back those running,
+// as it does a single move: every container runs on h1 again.
+func TestDrainInterrupted(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	if out := h1.MustDocker(t, "ps", "-aq"); out != "" {
+		t.Fatalf("h1 has containers left by other tests, which a drain would move too:\n%s", h1.MustDocker(t, "ps", "-a"))
+	}
+	var names []string
+	for _, s := range []string{"a", "b", "c", "d"} {
+		n := h1.Unique(t, s)
+		h2.Unique(t, s)
+		h1.MustDocker(t, "run", "-d", "--name", n, "--stop-timeout", "1", env.Image, "sleep", "3600")
+		names = append(names, n)
+	}
+	// Every move pauses once its container is stopped.
+	points := filepath.Join(t.TempDir(), "failpoints")
+	if err := os.WriteFile(points, []byte("migrate.after-stop=pause\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// In a process group of its own, as a terminal runs it: Ctrl-C
+	// reaches the docker CLI and the plugin both.
+	cmd := exec.Command("docker", "--context", h1.Context, "migrate", "drain", h1.Context, "--to", h2.Context, "--parallel", "2")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+env.DockerConfig, failpoint.FileEnv+"="+points)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	stopped := func() int {
+		n := 0
+		for _, c := range names {
+			if h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", c) == "false" {
+				n++
+			}
+		}
+		return n
+	}
+	harness.Eventually(t, time.Minute, "two moves paused after their stop", func() error {
+		if n := stopped(); n != 2 {
+			return fmt.Errorf("%d containers stopped:\n%s", n, out.String())
+		}
+		return nil
+	})
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(points, []byte("migrate.after-stop=off\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, "the interrupted drain", done, out); err == nil {
+		t.Fatalf("the interrupted drain succeeded:\n%s", out.String())
+	}
+	t.Logf("drain:\n%s", out.String())
+	if got := strings.Count(out.String(), "rolled back: "); got != 2 {
+		t.Errorf("%d moves rolled back, want 2:\n%s", got, out.String())
+	}
+	if got := strings.Count(out.String(), "the drain was interrupted before this move started"); got != 2 {
+		t.Errorf("%d moves not started, want 2:\n%s", got, out.String())
+	}
+	for _, c := range names {
+		if got := h1.MustDocker(t, "inspect", "-f", "{{.State.Running}}", c); got != "true" {
+			t.Errorf("%s does not run on h1 after the interrupted drain", c)
+		}
+		if h2.Docker(harness.Ctx(t), "inspect", c).Err == nil {
+			t.Errorf("%s is left on h2", c)
+		}
 	}
 }
