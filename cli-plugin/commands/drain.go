@@ -95,7 +95,7 @@ func runDrain(ctx context.Context, dockerCli command.Cli, svc migrate.Service, s
 	if err != nil {
 		return err
 	}
-	if err := printItems(dockerCli.Out(), format, plan.Moves, func(w io.Writer, moves []migrate.PlannedMove) error {
+	if err := printItems(dockerCli.Out(), format, plan.Moves, func(w io.Writer, _ []migrate.PlannedMove) error {
 		return printDrainPlan(w, plan)
 	}); err != nil {
 		return err
