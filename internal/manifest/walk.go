@@ -94,10 +94,11 @@ type walker struct {
 type lister struct {
 	w      *walker
 	st     unix.Stat_t
-	lnk    []byte // readlink buffer
-	xlist  []byte // flistxattr buffer
-	xval   []byte // fgetxattr buffer
-	xprobe []byte // probe's list buffer
+	lnk    []byte    // readlink buffer
+	xlist  []byte    // flistxattr buffer
+	xval   []byte    // fgetxattr buffer
+	xprobe []byte    // probe's list buffer
+	part   []pending // what it stat'ed of a large directory
 	steps  int
 	// probe is how to ask cheaply whether a file has any xattrs, before
 	// paying for openat, fstat, flistxattr and close (about 4 syscalls a
@@ -245,14 +246,13 @@ func (w *walker) children(fd int, path string, names []string, level []pending) 
 	if len(names) < parallelMin || k < 2 {
 		return w.lister(0).run(fd, path, names, level)
 	}
-	parts := make([][]pending, k)
 	errs := make([]error, k)
 	var wg sync.WaitGroup
 	for j := range k {
 		lo, hi := j*len(names)/k, (j+1)*len(names)/k
 		l := w.lister(j)
 		wg.Go(func() {
-			parts[j], errs[j] = l.run(fd, path, names[lo:hi], make([]pending, 0, hi-lo))
+			l.part, errs[j] = l.run(fd, path, names[lo:hi], l.part[:0])
 		})
 	}
 	wg.Wait()
@@ -262,7 +262,11 @@ func (w *walker) children(fd int, path string, names []string, level []pending) 
 		}
 	}
 	for j := range k {
-		level = append(level, parts[j]...)
+		// Each lister's part is reused for the next large directory:
+		// a new one each time was as much garbage as the level itself.
+		l := w.ls[j]
+		level = append(level, l.part...)
+		clear(l.part)
 	}
 	return level, nil
 }
