@@ -36,6 +36,8 @@ func (m *mover) createContainer(ctx context.Context) error {
 	if img, err := m.src.API.ImageInspect(ctx, m.ctr.Image); err == nil && img.Config != nil {
 		withoutImageDefaults(&cfg, img.Config)
 	}
+	// The source's image, also where the target has another under its name.
+	cfg.Image = m.targetImage(ctx)
 	hc := *m.ctr.HostConfig
 	// The source's own policy, which the move set to "no" there.
 	hc.RestartPolicy = m.rec.RestartPolicy
