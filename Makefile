@@ -26,7 +26,7 @@ GO_SOURCES := $(shell find . -name '*.go' -not -path './build/*') go.mod go.sum
 
 export CGO_ENABLED := 0
 
-.PHONY: bench-scale all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-fuzz test-build bench bench-live bench-downtime demo demo-down vet lint clean
+.PHONY: bench-scale all help cli plugin-binary plugin plugin-create install push test test-unit test-e2e test-engine26 test-engine28 test-engine28-classic test-engine28-c8d test-fuzz test-build bench bench-live bench-downtime demo demo-down vet lint clean
 
 all: cli plugin ## Build the CLI plugin and the managed plugin's rootfs
 
@@ -76,7 +76,7 @@ push: plugin ## Push the managed plugin to REGISTRY (make push REGISTRY=host:por
 	docker plugin push $(PLUGIN_REF)
 	docker plugin rm $(PLUGIN_REF)
 
-test: test-unit test-fuzz test-e2e test-engine26 test-engine28 ## Run all tests: unit tests, brief fuzzing, then tests on real engines (root)
+test: test-unit test-fuzz test-e2e test-engine26 test-engine28 test-engine28-classic test-engine28-c8d ## Run all tests: unit tests, brief fuzzing, then tests on real engines (root)
 
 test-unit: ## Unit tests of pure logic
 	$(GO) test -count=1 -tags "$(TEST_TAGS)" ./internal/... ./cli-plugin/... ./volume-plugin/...
@@ -109,6 +109,17 @@ test-engine26: test-build ## The migrate and volume tests again, on Debian trixi
 test-engine28: test-build ## The live-migration tests again, on Debian forky's Engine 28.5 and containerd 2.1 (fetched, not installed; root)
 	CARGO_ENGINE_PATH=$$(tests/engines.sh forky) CARGO_BUILD=$(TEST_BUILD) \
 		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/live
+
+# Engine 28.5 once per image store. tests/mixed (h1 the machine's 20.10,
+# h2 forky's 28.5) runs in test-e2e on the classic store and here on the
+# containerd one.
+test-engine28-classic: test-build ## The migrate and volume tests on Engine 28.5 with the classic image store (root)
+	CARGO_ENGINE_PATH=$$(tests/engines.sh forky) CARGO_BUILD=$(TEST_BUILD) \
+		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/migrate ./tests/volume
+
+test-engine28-c8d: test-build ## The migrate, volume and mixed-version tests on Engine 28.5 with the containerd image store (root)
+	CARGO_CONTAINERD_STORE=1 CARGO_ENGINE_PATH=$$(tests/engines.sh forky) CARGO_BUILD=$(TEST_BUILD) \
+		$(GO) test -count=1 -tags "$(TEST_TAGS)" -timeout $(TEST_TIMEOUT) -p 1 -v ./tests/migrate ./tests/volume ./tests/mixed
 
 bench: plugin ## Benchmark federated volumes against an rsync daemon and native reads, then bench-scale (root)
 	tests/bench/federation.sh
