@@ -62,22 +62,27 @@ func (m *mover) copyImage(ctx context.Context) (string, error) {
 		return fmt.Sprintf("copied %s from %s: all %d layers sent (%s keeps images in the containerd image store, %s in a classic one: layers it has are stored in another form there)",
 			ref, m.src.Context, len(layers), m.dst.Context, m.src.Context), nil
 	}
+	why := ""
 	if skip := m.layersOnTarget(ctx, layers); len(skip) > 0 {
 		st, err := m.sendImage(ctx, ref, layers, skip)
 		if err == nil && m.incompleteOnTarget(ctx, ref) {
 			// The target had the layers unpacked but not their blobs
 			// as the source has them: send them, so the image there is
 			// whole (it can be saved and pushed).
-			err = errors.New("image incomplete on target")
-		}
-		if err == nil {
+			why = m.dst.Context + " has the other layers unpacked but not in the form " + m.src.Context + " keeps them"
+		} else if err != nil {
+			// The target may need every layer.
+			why = m.dst.Context + " refused the image without the layers it has: " + err.Error()
+		} else {
 			return fmt.Sprintf("copied %s from %s: %d of %d layers sent, %d already on %s (%s not sent)",
 				ref, m.src.Context, st.sent, len(layers), len(layers)-st.sent, m.dst.Context, units.BytesSize(float64(st.skippedBytes))), nil
 		}
-		// Fall through: the target may need every layer.
 	}
 	if _, err := m.sendImage(ctx, ref, layers, nil); err != nil {
 		return "", err
+	}
+	if why != "" {
+		return fmt.Sprintf("copied %s from %s: all %d layers sent (%s)", ref, m.src.Context, len(layers), why), nil
 	}
 	return "copied " + ref + " from " + m.src.Context, nil
 }

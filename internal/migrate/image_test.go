@@ -4,14 +4,18 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"io"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -152,5 +156,135 @@ func TestSameImage(t *testing.T) {
 		if got := sameImage(tt.a, tt.b); got != tt.want {
 			t.Errorf("sameImage(%s, %s) = %v", tt.a.ID, tt.b.ID, got)
 		}
+	}
+}
+
+// imageEngine fakes the image calls of one engine: its store kind, its
+// images and what its loads received.
+type imageEngine struct {
+	client.APIClient
+	t      *testing.T
+	c8d    bool
+	images map[string]image.InspectResponse
+	// save is what ImageSave answers; loads records each load's entries.
+	save  []byte
+	loads [][]string
+	// incomplete makes a load leave the image's manifest unavailable
+	// unless it carried every blob; unpackErr makes it report that error.
+	incomplete bool
+	unpackErr  string
+}
+
+func (e *imageEngine) Info(context.Context, client.InfoOptions) (client.SystemInfoResult, error) {
+	var r client.SystemInfoResult
+	r.Info.Driver = "overlay2"
+	if e.c8d {
+		r.Info.Driver = "overlayfs"
+		r.Info.DriverStatus = [][2]string{{"driver-type", "io.containerd.snapshotter.v1"}}
+	}
+	return r, nil
+}
+
+func (e *imageEngine) ImageInspect(_ context.Context, ref string, _ ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+	img, ok := e.images[ref]
+	if !ok {
+		return client.ImageInspectResult{}, errors.New("no such image " + ref)
+	}
+	return client.ImageInspectResult{InspectResponse: img}, nil
+}
+
+func (e *imageEngine) ImageList(context.Context, client.ImageListOptions) (client.ImageListResult, error) {
+	var r client.ImageListResult
+	for ref, img := range e.images {
+		if ref == img.ID {
+			r.Items = append(r.Items, image.Summary{ID: img.ID})
+		}
+	}
+	return r, nil
+}
+
+func (e *imageEngine) ImageSave(context.Context, []string, ...client.ImageSaveOption) (client.ImageSaveResult, error) {
+	return io.NopCloser(bytes.NewReader(e.save)), nil
+}
+
+func (e *imageEngine) ImageLoad(_ context.Context, r io.Reader, _ ...client.ImageLoadOption) (client.ImageLoadResult, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	got := names(e.t, b)
+	e.loads = append(e.loads, got)
+	msg := `{"stream":"Loaded image: app:v1\n"}`
+	if e.unpackErr != "" && len(e.loads) == 1 {
+		msg = `{"stream":"Error unpacking image app:v1: ` + e.unpackErr + `\n"}`
+	}
+	img := e.images["src"]
+	img.Manifests = []image.ManifestSummary{{ID: "sha256:m", Kind: image.ManifestKindImage, Available: !e.incomplete || len(got) == 4}}
+	e.images["app:v1"], e.images[img.ID] = img, img
+	return io.NopCloser(strings.NewReader(msg)), nil
+}
+
+func TestCopyImage(t *testing.T) {
+	base, top := "base layer", "top layer"
+	gz := func(s string) string {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		zw.Write([]byte(s))
+		zw.Close()
+		return b.String()
+	}
+	layers := []string{diffID(base), diffID(top)}
+	blob := func(s string) string { return "blobs/sha256/" + diffID(s)[len("sha256:"):] }
+	archive := saveArchive(t, [][2]string{{blob(gz(base)), gz(base)}, {blob(gz(top)), gz(top)}, {"index.json", "{}"}, {"manifest.json", "[]"}})
+	app := image.InspectResponse{ID: "sha256:app", Descriptor: &ocispec.Descriptor{}, Os: "linux", Architecture: "amd64"}
+	app.RootFS.Layers = layers
+	busybox := image.InspectResponse{ID: "sha256:busybox", Descriptor: &ocispec.Descriptor{}}
+	busybox.RootFS.Layers = layers[:1]
+	for _, tt := range []struct {
+		name       string
+		srcC8d     bool
+		incomplete bool
+		unpackErr  string
+		want       string
+		loads      []int // entries per load
+	}{
+		{"containerd stores", true, false, "", "copied app:v1 from src: 1 of 2 layers sent, 1 already on dst", []int{3}},
+		{"blob missing after all", true, true, "", "copied app:v1 from src: all 2 layers sent (dst has the other layers unpacked but not in the form src keeps them)", []int{3, 4}},
+		{"unpack failed", true, false, "layer missing", "copied app:v1 from src: all 2 layers sent (dst refused the image without the layers it has: loading image app:v1 on dst: Error unpacking image app:v1: layer missing)", []int{3, 4}},
+		{"classic to containerd", false, false, "", "copied app:v1 from src: all 2 layers sent (dst keeps images in the containerd image store, src in a classic one", []int{4}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srcImg := app
+			if !tt.srcC8d {
+				srcImg.Descriptor = nil
+			}
+			src := &imageEngine{t: t, c8d: tt.srcC8d, save: archive, images: map[string]image.InspectResponse{"app:v1": srcImg, app.ID: srcImg, "src": srcImg}}
+			dst := &imageEngine{t: t, c8d: true, incomplete: tt.incomplete, unpackErr: tt.unpackErr,
+				images: map[string]image.InspectResponse{busybox.ID: busybox, "src": app}}
+			m := &mover{src: Engine{Context: "src", API: src}, dst: Engine{Context: "dst", API: dst}}
+			m.ctr.Image = app.ID
+			m.ctr.Config = &container.Config{Image: "app:v1"}
+			got, err := m.copyImage(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(got, tt.want) {
+				t.Errorf("detail %q, want %q", got, tt.want)
+			}
+			var n []int
+			for _, l := range dst.loads {
+				n = append(n, len(l))
+			}
+			if !slices.Equal(n, tt.loads) {
+				t.Errorf("loads %v, want entries %v", dst.loads, tt.loads)
+			}
+			// The first load leaves the base out, unless the whole image goes at once.
+			if has := slices.Contains(dst.loads[0], blob(gz(base))); has != !tt.srcC8d {
+				t.Errorf("first load %v", dst.loads[0])
+			}
+			if ref := m.targetImage(t.Context()); ref != "app:v1" {
+				t.Errorf("target container made from %s", ref)
+			}
+		})
 	}
 }

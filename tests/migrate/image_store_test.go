@@ -2,10 +2,15 @@ package migrate_test
 
 import (
 	"archive/tar"
+	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -181,4 +186,153 @@ func wholeSave(archive string) error {
 		return nil
 	}
 	return walk("index.json")
+}
+
+// ociArchive writes a `docker load` archive of a one-layer image named
+// ref whose layer is stored uncompressed, as a classic store saves it,
+// and returns its path.
+func ociArchive(t *testing.T, layer []byte, ref string) string {
+	t.Helper()
+	blobs := map[string][]byte{}
+	put := func(b []byte) (string, int) {
+		d := fmt.Sprintf("sha256:%x", sha256.Sum256(b))
+		blobs[d] = b
+		return d, len(b)
+	}
+	diffID, layerSize := put(layer)
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": runtime.GOARCH, "os": "linux",
+		"config": map[string]any{"Cmd": []string{"sh"}},
+		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{diffID}},
+	})
+	cfgDigest, cfgSize := put(cfg)
+	mf, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfgDigest, "size": cfgSize},
+		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": diffID, "size": layerSize}},
+	})
+	mfDigest, mfSize := put(mf)
+	index, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+		"manifests": []any{map[string]any{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": mfDigest, "size": mfSize,
+			"annotations": map[string]string{"io.containerd.image.name": "docker.io/" + ref, "org.opencontainers.image.ref.name": ref[strings.LastIndex(ref, ":")+1:]}}},
+	})
+	compat, _ := json.Marshal([]any{map[string]any{
+		"Config": "blobs/" + strings.Replace(cfgDigest, ":", "/", 1), "RepoTags": []string{ref},
+		"Layers": []string{"blobs/" + strings.Replace(diffID, ":", "/", 1)},
+	}})
+	path := filepath.Join(t.TempDir(), "image.tar")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	add := func(name string, b []byte) {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	for d, b := range blobs {
+		add("blobs/"+strings.Replace(d, ":", "/", 1), b)
+	}
+	add("index.json", index)
+	add("manifest.json", compat)
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// rootfsWith returns the busybox root the hosts' image is made of, with
+// one more file, as a tar.
+func rootfsWith(t *testing.T, name, content string) []byte {
+	t.Helper()
+	f, err := os.Open(filepath.Join(env.Base, "busybox.tar"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(tw, tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	tw.Write([]byte(content))
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// A target that has an image's lower layer unpacked, but stored in
+// another form than the source's (uncompressed where the source keeps it
+// gzipped): a classic store needs only the missing layer; a containerd
+// store would be left without that blob, so the move sends the whole
+// image and says why, and the image there is whole.
+func TestMoveImageWhenTargetStoresLayerOtherwise(t *testing.T) {
+	h1, h2 := env.Hosts[0], env.Hosts[1]
+	base := "cargo-test/" + h1.Unique(t, "base") + ":v1"
+	ref := "cargo-test/" + h1.Unique(t, "img") + ":v1"
+	web, b := h1.Unique(t, "web"), h1.Unique(t, "b")
+	root := rootfsWith(t, "etc/base", h1.Unique(t, "marker"))
+	tarPath := filepath.Join(t.TempDir(), "root.tar")
+	if err := os.WriteFile(tarPath, root, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h1.MustDocker(t, "import", "-c", `CMD ["sh"]`, tarPath, base)
+	h1.MustDocker(t, "run", "--name", b, base, "sh", "-c", "echo source > /etc/which")
+	h1.MustDocker(t, "commit", b, ref)
+	h2.MustDocker(t, "load", "-i", ociArchive(t, root, base))
+	t.Cleanup(func() {
+		h2.Docker(harness.Ctx(t), "rm", "-f", web)
+		for _, h := range []*harness.Host{h1, h2} {
+			h.Docker(harness.Ctx(t), "image", "rm", "-f", ref, base)
+		}
+	})
+	layersOf := func(h *harness.Host, ref string) string {
+		return h.MustDocker(t, "image", "inspect", "-f", "{{json .RootFS.Layers}}", ref)
+	}
+	if l1, l2 := layersOf(h1, base), layersOf(h2, base); l1 != l2 {
+		t.Fatalf("the base images' layers differ: %s on %s, %s on %s", l1, h1.Name, l2, h2.Name)
+	}
+	want := imageIdentity(t, h1, ref)
+	h1.MustDocker(t, "run", "-d", "--name", web, "--stop-timeout", "1", ref, "sleep", "3600")
+
+	details := moveDetails(t, web, h2)
+	wantSent := "1 of 2 layers sent"
+	if h2.ContainerdStore(t) {
+		wantSent = "all 2 layers sent (" + h2.Context + " has the other layers unpacked but not in the form " + h1.Context + " keeps them)"
+	}
+	if !strings.HasPrefix(details["image"], "copied "+ref) || !strings.Contains(details["image"], wantSent) {
+		t.Fatalf("image phase: %q, want %q", details["image"], wantSent)
+	}
+	if got := imageIdentity(t, h2, ref); got != want {
+		t.Errorf("%s on %s is %s, want the source's %s", ref, h2.Name, got, want)
+	}
+	if got := h2.MustDocker(t, "exec", web, "cat", "/etc/which"); got != "source" {
+		t.Errorf("%s on %s runs the %s image", web, h2.Name, got)
+	}
+	if err := wholeSave(h2.MustDocker(t, "image", "save", ref)); err != nil {
+		t.Errorf("%s as %s saves it: %v", ref, h2.Name, err)
+	}
 }
