@@ -40,6 +40,21 @@ func saveArchive(t *testing.T, files [][2]string) []byte {
 	return buf.Bytes()
 }
 
+// gzipped is content as one gzip stream, as the containerd image store
+// keeps a layer.
+func gzipped(t *testing.T, content string) string {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(content)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
 func names(t *testing.T, archive []byte) []string {
 	t.Helper()
 	var out []string
@@ -68,14 +83,7 @@ func TestFilterSave(t *testing.T) {
 	})
 	// The containerd image store keeps layers gzipped, named by the
 	// compressed digest.
-	gz := func(content string) string {
-		var b bytes.Buffer
-		zw := gzip.NewWriter(&b)
-		zw.Write([]byte(content))
-		zw.Close()
-		return b.String()
-	}
-	gzBase, gzTop := gz(base), gz(top)
+	gzBase, gzTop := gzipped(t, base), gzipped(t, top)
 	c8d := saveArchive(t, [][2]string{
 		{"blobs/sha256/" + hexOf(diffID(gzBase)), gzBase}, {"blobs/sha256/" + hexOf(diffID("{}")), "{}"},
 		{"blobs/sha256/" + hexOf(diffID(gzTop)), gzTop}, {"blobs/sha256/" + hexOf(diffID("\x1f\x8bnot gzip")), "\x1f\x8bnot gzip"},
@@ -121,11 +129,7 @@ func TestFilterSave(t *testing.T) {
 
 // The skipped blobs' bytes are left out, the others arrive whole.
 func TestFilterSaveKeepsContent(t *testing.T) {
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	zw.Write([]byte("layer"))
-	zw.Close()
-	blob := b.String()
+	blob := gzipped(t, "layer")
 	in := saveArchive(t, [][2]string{{"blobs/sha256/" + diffID(blob)[len("sha256:"):], blob}})
 	var out bytes.Buffer
 	var st sendStats
@@ -226,13 +230,7 @@ func (e *imageEngine) ImageLoad(_ context.Context, r io.Reader, _ ...client.Imag
 
 func TestCopyImage(t *testing.T) {
 	base, top := "base layer", "top layer"
-	gz := func(s string) string {
-		var b bytes.Buffer
-		zw := gzip.NewWriter(&b)
-		zw.Write([]byte(s))
-		zw.Close()
-		return b.String()
-	}
+	gz := func(s string) string { return gzipped(t, s) }
 	layers := []string{diffID(base), diffID(top)}
 	blob := func(s string) string { return "blobs/sha256/" + diffID(s)[len("sha256:"):] }
 	archive := saveArchive(t, [][2]string{{blob(gz(base)), gz(base)}, {blob(gz(top)), gz(top)}, {"index.json", "{}"}, {"manifest.json", "[]"}})

@@ -277,7 +277,9 @@ func rootfsWith(t *testing.T, name, content string) []byte {
 	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg}); err != nil {
 		t.Fatal(err)
 	}
-	tw.Write([]byte(content))
+	if _, err := tw.Write([]byte(content)); err != nil {
+		t.Fatal(err)
+	}
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
