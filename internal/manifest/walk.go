@@ -251,6 +251,9 @@ func (w *walker) children(fd int, path string, names []string, level []pending) 
 	for j := range k {
 		lo, hi := j*len(names)/k, (j+1)*len(names)/k
 		l := w.lister(j)
+		if cap(l.part) < hi-lo {
+			l.part = make([]pending, 0, hi-lo)
+		}
 		wg.Go(func() {
 			l.part, errs[j] = l.run(fd, path, names[lo:hi], l.part[:0])
 		})
