@@ -132,7 +132,7 @@ func TestMoveImageByIDWhenNameMovedOn(t *testing.T) {
 }
 
 // wholeSave checks that a `docker save` archive holds every blob its
-// OCI index and manifests name (an image store may save what it has of
+// OCI index and manifests name, or every file its manifest.json names (an image store may save what it has of
 // an image and leave the rest out).
 func wholeSave(archive string) error {
 	files := map[string]string{}
@@ -151,7 +151,20 @@ func wholeSave(archive string) error {
 		files[h.Name] = string(b)
 	}
 	if _, ok := files["index.json"]; !ok {
-		return errors.New("no index.json: not an OCI layout")
+		// Before Engine 25: manifest.json names each file.
+		var m []struct {
+			Config string
+			Layers []string
+		}
+		if err := json.Unmarshal([]byte(files["manifest.json"]), &m); err != nil || len(m) == 0 {
+			return fmt.Errorf("neither index.json nor a manifest.json (%v)", err)
+		}
+		for _, name := range append(m[0].Layers, m[0].Config) {
+			if _, ok := files[name]; !ok {
+				return fmt.Errorf("manifest.json names %s, not in the archive", name)
+			}
+		}
+		return nil
 	}
 	type desc struct{ MediaType, Digest string }
 	var walk func(name string) error
