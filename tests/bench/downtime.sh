@@ -344,7 +344,7 @@ plot='plot f u 1:2:3:4 w yerrorlines lw 2 pt 7 t "cargo", f u 1:5:6:7 w yerrorli
 gnuplot <<GP
 set terminal $term size 800,450 font "sans,10"
 set grid
-set key outside right top vertical
+set key top left opaque box
 set logscale xy
 set ylabel "downtime, s (median; bars: min-max of $REPEAT)"
 f = "$work/size.dat"
