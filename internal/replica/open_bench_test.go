@@ -41,7 +41,9 @@ func BenchmarkOpenHalfCopied(b *testing.B) {
 		}
 	}
 	var ru0, ru1 syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru0); err != nil {
+		b.Fatal(err)
+	}
 	for b.Loop() {
 		r, err := Open(dir, m)
 		if err != nil {
@@ -52,7 +54,9 @@ func BenchmarkOpenHalfCopied(b *testing.B) {
 		}
 		r.Close()
 	}
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru1); err != nil {
+		b.Fatal(err)
+	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(m.Entries)), "ns/entry")
 	cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
 	b.ReportMetric(float64(cpu)/float64(b.N*len(m.Entries)), "cpu-ns/entry")
