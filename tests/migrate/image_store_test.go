@@ -3,6 +3,7 @@ package migrate_test
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -157,7 +158,7 @@ func wholeSave(archive string) error {
 			Layers []string
 		}
 		if err := json.Unmarshal([]byte(files["manifest.json"]), &m); err != nil || len(m) == 0 {
-			return fmt.Errorf("neither index.json nor a manifest.json (%v)", err)
+			return fmt.Errorf("neither index.json nor a manifest.json (%w)", cmp.Or(err, errors.New("no image in it")))
 		}
 		for _, name := range append(m[0].Layers, m[0].Config) {
 			if _, ok := files[name]; !ok {
