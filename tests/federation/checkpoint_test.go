@@ -201,20 +201,20 @@ func TestCheckpointTravels(t *testing.T) {
 	if r := fetch(vol, ticket, dstID, "cp1"); r.Err != nil {
 		t.Fatal(r.Err)
 	}
+	// The fetch goes on after the create returns, as a move polls it.
+	st = waitState(t, dst, vol, "complete", time.Minute)
 	t.Logf("fetched %.0f files, %.0f bytes in %s", files, size, time.Since(start).Round(time.Millisecond))
 	leftovers("the fetch", "cp1")
 	sameTree(t, "the fetched checkpoint", treeOf(t, filepath.Join(cps, "cp1")), want)
 
-	st = dst.VolumeStatus(t, vol)
 	ms, _ := st["duration_ms"].(float64)
 	if st["state"] != "complete" || st["container"] != dstID || st["checkpoint"] != "cp1" ||
 		st["files_total"] != files || st["bytes_total"] != size || ms <= 0 || ms > float64(time.Since(start).Milliseconds()) {
 		t.Fatalf("status of the fetch: %v", st)
 	}
-	// The target told the source, whose export closed.
-	if st := src.VolumeStatus(t, ctrl); st["state"] != "complete" {
-		t.Fatalf("status of the export after the fetch: %v", st)
-	}
+	// The target told the source, whose export closed (just after the
+	// target recorded the fetch complete).
+	waitState(t, src, ctrl, "complete", 30*time.Second)
 	if code, _ := httpCode(t, dst, base+"/manifest", "Authorization: Bearer "+token); code != "401" {
 		t.Fatalf("the closed export's credential still gets HTTP %s", code)
 	}
