@@ -10,6 +10,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/cargo-migrate/cargo/internal/atomicfile"
@@ -35,6 +36,44 @@ type federation struct {
 	// mountpoint or an export view uses it.
 	lower *lazyfs.FS
 	view  string
+	// mounted is closed at the volume's first mount.
+	mounted     chan struct{}
+	mountedOnce sync.Once
+}
+
+// copyHold is how long the background copy of a volume created with
+// copy=after-mount (a move of a running container) waits after the
+// volume's first mount, so that the rest of the container's start
+// (network, process) does not compete with it for the disk and the CPU;
+// copyHoldMax bounds the wait for a mount that does not come. Reads of
+// data not yet copied are served meanwhile, as ever.
+const (
+	copyHold    = time.Second
+	copyHoldMax = 10 * time.Second
+)
+
+func (f *federation) markMounted() { f.mountedOnce.Do(func() { close(f.mounted) }) }
+
+// holdCopy waits until the background copy may start: false when ctx
+// ended first.
+func (f *federation) holdCopy(ctx context.Context) bool {
+	limit := time.NewTimer(copyHoldMax)
+	defer limit.Stop()
+	select {
+	case <-f.mounted:
+	case <-limit.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+	hold := time.NewTimer(copyHold)
+	defer hold.Stop()
+	select {
+	case <-hold.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // permanent tells the copier which errors retrying cannot mend.
@@ -120,7 +159,7 @@ func (d *Driver) createFederated(name string, opts map[string]string) (retErr er
 		Federation: &state.FederationRecord{Ticket: opts["from"], Source: t.Addr, FilesTotal: files, BytesTotal: byteCount,
 			StartedAt: time.Now().UTC()},
 	}
-	f, err := d.startFederation(name, m, client)
+	f, err := d.startFederation(name, m, client, opts["copy"] == "after-mount")
 	if err != nil {
 		return err
 	}
@@ -223,7 +262,7 @@ func manifestErr(ctx context.Context, err error) error {
 // per byte of its HTTP/2 (measured in internal/peer's benchmarks); reads
 // use HTTP/2, many small requests over one connection. Called with the
 // volume's lock held.
-func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer.Client) (*federation, error) {
+func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer.Client, hold bool) (*federation, error) {
 	if err := d.ctx.Err(); err != nil {
 		return nil, errors.New("the plugin is stopping")
 	}
@@ -239,11 +278,15 @@ func (d *Driver) startFederation(name string, m *manifest.Manifest, client *peer
 	log := d.log.With("volume", name)
 	cop := copier.New(rep, bulk, copier.Options{Demand: client, Permanent: permanent, Dir: d.store.Dir(name)}, log)
 	ctx, cancel := context.WithCancel(d.ctx)
-	f := &federation{name: name, m: m, rep: rep, client: client, bulk: bulk, cop: cop, cancel: cancel, log: log}
+	f := &federation{name: name, m: m, rep: rep, client: client, bulk: bulk, cop: cop, cancel: cancel, log: log,
+		mounted: make(chan struct{})}
 	d.setFed(name, f)
 	d.copies.Add(1)
 	go func() {
 		defer d.copies.Done()
+		if hold && !f.holdCopy(ctx) {
+			return
+		}
 		if err := cop.Run(ctx); err != nil {
 			if ctx.Err() == nil {
 				log.Error("the copy stopped", "error", err)
@@ -367,6 +410,9 @@ func (d *Driver) attachFederated(name, mp string) error {
 		}
 		return fmt.Errorf("volume %q: %w", name, err)
 	}
+	if f := d.fed(name); f != nil {
+		f.markMounted()
+	}
 	return nil
 }
 
@@ -406,7 +452,7 @@ func (d *Driver) resumeFederation(name string, v *state.Volume) error {
 		return fmt.Errorf("reading the saved manifest: %w", err)
 	}
 	decoded := time.Since(began)
-	f, err := d.startFederation(name, m, client)
+	f, err := d.startFederation(name, m, client, false)
 	if err != nil {
 		client.Close()
 		return err

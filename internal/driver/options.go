@@ -75,7 +75,12 @@ func kindOf(opts map[string]string) (state.Kind, error) {
 	case from:
 		// context names the source's docker context, for the migration
 		// tool to find the export again; the plugin only shows it.
-		return state.KindFederated, onlyOptions(opts, "from", "context")
+		// copy=after-mount holds the background copy until the container
+		// using it has started (see copyHold).
+		if c, ok := opts["copy"]; ok && c != "after-mount" {
+			return "", fmt.Errorf("option copy=%q: the one value is after-mount (hold the background copy until the volume is first mounted)", c)
+		}
+		return state.KindFederated, onlyOptions(opts, "from", "context", "copy")
 	}
 	return state.KindLocal, nil
 }

@@ -43,8 +43,13 @@ func (m *mover) moveVolumes(ctx context.Context) (string, error) {
 		if ticket == "" {
 			return "", fmt.Errorf("the export of volume %s on %s has no ticket", p.Name, m.src.Context)
 		}
-		if _, err := m.dst.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: p.Name, Driver: PluginName,
-			DriverOpts: map[string]string{"from": ticket, "context": m.src.Context}}); err != nil {
+		fopts := map[string]string{"from": ticket, "context": m.src.Context}
+		if m.rec.WasRunning {
+			// The container starts on the target next: its start goes
+			// before the background copy.
+			fopts["copy"] = "after-mount"
+		}
+		if _, err := m.dst.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: p.Name, Driver: PluginName, DriverOpts: fopts}); err != nil {
 			return "", fmt.Errorf("creating volume %s on %s: %w", p.Name, m.dst.Context, err)
 		}
 		m.res.Volumes = append(m.res.Volumes, p.Name)
