@@ -44,9 +44,11 @@ func (m *mover) moveVolumes(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("the export of volume %s on %s has no ticket", p.Name, m.src.Context)
 		}
 		fopts := map[string]string{"from": ticket, "context": m.src.Context}
-		if m.rec.WasRunning {
+		if m.rec.WasRunning && !m.opts.Live {
 			// The container starts on the target next: its start goes
-			// before the background copy.
+			// before the background copy. Not for a restore: held so,
+			// Engine 20.10 started the container afresh instead of
+			// from its checkpoint (tests/live).
 			fopts["copy"] = "after-mount"
 		}
 		if _, err := m.dst.API.VolumeCreate(ctx, client.VolumeCreateOptions{Name: p.Name, Driver: PluginName, DriverOpts: fopts}); err != nil {
