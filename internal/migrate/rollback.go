@@ -189,7 +189,7 @@ func restoreSource(src Engine, rec *moveRecord, res *RollbackResult) error {
 	}
 	if rec.Checkpoint != "" {
 		// A live move: its processes go on from the checkpoint.
-		_, err := src.API.ContainerStart(ctx, rec.ContainerID, client.ContainerStartOptions{CheckpointID: rec.Checkpoint})
+		err := restoreFromCheckpoint(ctx, src, rec.ContainerID, rec.Checkpoint)
 		if err == nil {
 			res.Restarted, res.Restored = true, true
 			_, _ = src.API.CheckpointRemove(ctx, rec.ContainerID, client.CheckpointRemoveOptions{CheckpointID: rec.Checkpoint})
@@ -205,6 +205,26 @@ func restoreSource(src Engine, rec *moveRecord, res *RollbackResult) error {
 		_, _ = src.API.CheckpointRemove(ctx, rec.ContainerID, client.CheckpointRemoveOptions{CheckpointID: rec.Checkpoint})
 	}
 	return nil
+}
+
+// restoreFromCheckpoint starts id from its checkpoint. Engine 28.5's
+// containerd 2.1 may refuse the upload of a checkpoint whose content it
+// still holds from the checkpoint's own creation ("commit failed: content
+// ... already exists") until its garbage collector has run: nothing
+// started, so the restore is tried again, for up to 10 s.
+func restoreFromCheckpoint(ctx context.Context, e Engine, id, checkpoint string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for wait := 250 * time.Millisecond; ; wait *= 2 {
+		_, err := e.API.ContainerStart(ctx, id, client.ContainerStartOptions{CheckpointID: checkpoint})
+		if err == nil || !strings.Contains(err.Error(), "already exists") || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // clearTargetObjects removes, within its own deadline, what the move
