@@ -440,10 +440,16 @@ func (h *Host) StartEngine(t testing.TB) {
 // a host where CRIU is not installed, until the test ends.
 func (h *Host) WithoutCRIU(t testing.TB) {
 	t.Helper()
+	// A host with its own engine keeps it: start from its own path, and
+	// put that back afterwards.
 	own := filepath.Join(h.env.Base, h.Name, "path")
-	b, err := os.ReadFile(filepath.Join(h.env.Base, "path"))
-	if err != nil {
-		t.Fatal(err)
+	prev, ownErr := os.ReadFile(own)
+	b := prev
+	if ownErr != nil {
+		var err error
+		if b, err = os.ReadFile(filepath.Join(h.env.Base, "path")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var keep []string
 	for _, dir := range strings.Split(strings.TrimSpace(string(b)), ":") {
@@ -456,7 +462,11 @@ func (h *Host) WithoutCRIU(t testing.TB) {
 	}
 	h.RestartEngine(t)
 	t.Cleanup(func() {
-		if err := os.Remove(own); err != nil {
+		err := os.Remove(own)
+		if ownErr == nil {
+			err = os.WriteFile(own, prev, 0o644)
+		}
+		if err != nil {
 			t.Error(err)
 		}
 		h.RestartEngine(t)
